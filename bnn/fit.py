@@ -1,0 +1,267 @@
+"""Fits and predictions: one :class:`Fit` type for every method, one :class:`Predictions` type.
+
+A point fit (MLE, MAP) is a posterior with one draw, so prediction works the same
+for every method: for each parameter draw θₛ the likelihood gives the mean
+``mₛ(x) = E[y | x, θₛ]`` and the variance ``vₛ(x) = Var[y | x, θₛ]``, and
+
+* predictive mean      = meanₛ mₛ
+* epistemic variance   = varₛ mₛ      (spread of the functions over draws)
+* aleatoric variance   = meanₛ vₛ     (noise, averaged over draws)
+* total variance       = epistemic + aleatoric   (law of total variance, exact)
+
+Prediction is jitted once per model and input width, and chunked over inputs so
+that memory stays bounded whatever the number of inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import ndtr
+
+from bnn import _checks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bnn.model import BNN
+
+#: Elements of one (draws × inputs × outputs) block evaluated at once when chunking.
+CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """Predictive distribution at a set of inputs. All arrays are ``(n, out)`` unless stated.
+
+    Attributes:
+      mean: predictive mean of ``y`` (class probabilities for Bernoulli / Categorical).
+      epistemic_var: variance over parameter draws of the per-draw mean.
+      aleatoric_var: per-draw noise variance, averaged over draws.
+      samples: ``(draws, n, out)`` per-draw mean ``E[y | x, θₛ]``: the function values
+        ``f(x)`` for Gaussian likelihoods, class probabilities for classifiers.
+      variance_samples: ``(draws, n, out)`` per-draw noise variance ``Var[y | x, θₛ]``.
+      y_samples: ``(draws, n, out)`` draws of observations, where they were sampled.
+      continuous: whether ``y`` is continuous (intervals and quantiles are defined).
+    """
+
+    mean: jax.Array
+    epistemic_var: jax.Array
+    aleatoric_var: jax.Array
+    samples: jax.Array
+    variance_samples: jax.Array
+    y_samples: jax.Array | None = None
+    continuous: bool = True
+
+    @property
+    def num_draws(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def variance(self) -> jax.Array:
+        """Total predictive variance = epistemic + aleatoric."""
+        return self.epistemic_var + self.aleatoric_var
+
+    @property
+    def std(self) -> jax.Array:
+        """Total predictive standard deviation."""
+        return jnp.sqrt(self.variance)
+
+    @property
+    def epistemic_std(self) -> jax.Array:
+        return jnp.sqrt(self.epistemic_var)
+
+    @property
+    def aleatoric_std(self) -> jax.Array:
+        return jnp.sqrt(self.aleatoric_var)
+
+    @property
+    def probs(self) -> jax.Array:
+        """Predictive class probabilities ``(n, classes)`` (classifiers only)."""
+        if self.continuous:
+            raise AttributeError("`probs` is defined for Bernoulli and Categorical likelihoods; use `mean` here.")
+        return self.mean
+
+    def quantiles(self, q) -> jax.Array:
+        """Quantiles of the predictive distribution of ``y``: shape ``(len(q), n, out)``.
+
+        The predictive is the mixture over draws of ``Normal(mₛ, vₛ)``; its quantiles
+        are found exactly (to float precision) by bisection on the mixture CDF.
+        """
+        if not self.continuous:
+            raise ValueError("quantiles and intervals are defined for continuous likelihoods only.")
+        q = np.atleast_1d(np.asarray(q, dtype=np.float64))
+        if q.ndim != 1 or not np.all((q > 0) & (q < 1)):
+            raise ValueError(f"`q` must be probabilities strictly between 0 and 1; got {q.tolist()}.")
+        return _mixture_quantiles(self.samples, self.variance_samples, jnp.asarray(q, jnp.float32))
+
+    def interval(self, level: float = 0.9) -> tuple[jax.Array, jax.Array]:
+        """Central predictive interval of probability ``level``: ``(lower, upper)``, each ``(n, out)``."""
+        level = _checks.level(level)
+        lo, hi = self.quantiles([(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+        return lo, hi
+
+
+@jax.jit
+def _mixture_quantiles(m: jax.Array, v: jax.Array, q: jax.Array) -> jax.Array:
+    s = jnp.sqrt(v)
+    lo0 = jnp.min(m - 10.0 * s, axis=0)
+    hi0 = jnp.max(m + 10.0 * s, axis=0)
+
+    def one(qi):
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            below = jnp.mean(ndtr((mid - m) / s), axis=0) < qi
+            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, 64, body, (lo0, hi0))
+        return 0.5 * (lo + hi)
+
+    return jax.lax.map(one, q)
+
+
+def _chunk_size(num_draws: int, n: int, width: int, batch_size: int | None) -> int:
+    if batch_size is not None:
+        return _checks.positive_int(batch_size, "batch_size")
+    return max(1, min(n, CHUNK_ELEMENTS // max(1, num_draws * width)))
+
+
+def _build_moments(model: BNN, with_y: bool):
+    likelihood = model.likelihood
+
+    def per_draw(draw, xb, key):
+        f = model.apply(draw, xb)
+        mean, var = likelihood.moments(f, draw)
+        if not with_y:
+            return mean, var, None
+        y = likelihood.distribution(f, draw).sample(key)
+        if y.ndim == 1:  # Categorical labels: (n,) -> (n, 1)
+            y = y[:, None]
+        return mean, var, y
+
+    def moments(draws, xb, key):
+        keys = jax.random.split(key, jax.tree.leaves(draws)[0].shape[0])
+        return jax.vmap(per_draw, in_axes=(0, None, 0))(draws, xb, keys)
+
+    return jax.jit(moments)
+
+
+def predictions_from_draws(model: BNN, draws: dict, x: np.ndarray, batch_size: int | None = None,
+                           y_key: jax.Array | None = None) -> Predictions:
+    """Evaluate parameter draws ``{site: (S, ...)}`` at inputs ``x`` ``(n, features)``, chunked over inputs."""
+    spec = model.spec(x.shape[1])
+    num_draws = int(jax.tree.leaves(draws)[0].shape[0])
+    n = x.shape[0]
+    chunk = _chunk_size(num_draws, n, spec.width, batch_size)
+    fn = model.compiled(("moments", y_key is not None), lambda: _build_moments(model, y_key is not None))
+    key = jax.random.PRNGKey(0) if y_key is None else y_key
+    means, variances, ys = [], [], []
+    for i, start in enumerate(range(0, n, chunk)):
+        xb = x[start:start + chunk]
+        pad = chunk - xb.shape[0]
+        if pad:  # one compiled shape for every chunk
+            xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
+        m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i))
+        stop = chunk - pad
+        means.append(m[:, :stop])
+        variances.append(v[:, :stop])
+        if yb is not None:
+            ys.append(yb[:, :stop])
+    samples = jnp.concatenate(means, axis=1)
+    variance_samples = jnp.concatenate(variances, axis=1)
+    return Predictions(
+        mean=jnp.mean(samples, axis=0),
+        epistemic_var=jnp.var(samples, axis=0),
+        aleatoric_var=jnp.mean(variance_samples, axis=0),
+        samples=samples,
+        variance_samples=variance_samples,
+        y_samples=jnp.concatenate(ys, axis=1) if ys else None,
+        continuous=model.likelihood.continuous,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """A fitted model: parameter draws of every latent site, and how they were obtained.
+
+    Attributes:
+      model: the :class:`bnn.BNN` that was fitted.
+      method: ``"mle"``, ``"map"``, ...
+      draws: ``{site: (num_draws, *shape)}`` constrained values of every latent site
+        (network parameters by dotted path, then e.g. ``"noise_scale"``). Point fits
+        have one draw.
+      num_features: input width the model was fitted on.
+      info: what the method reports (e.g. ``loss`` per step, ``wall_time`` in seconds).
+    """
+
+    model: Any
+    method: str
+    draws: dict
+    num_features: int
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_draws(self) -> int:
+        return int(jax.tree.leaves(self.draws)[0].shape[0])
+
+    @property
+    def is_point(self) -> bool:
+        return self.method in ("mle", "map")
+
+    @property
+    def _spec(self):
+        return self.model.spec(self.num_features)
+
+    @property
+    def samples(self) -> dict:
+        """Network parameter draws as a Flax pytree ``{"params": ...}`` with a leading draw axis."""
+        from bnn.model import unflatten_params
+
+        return unflatten_params(self.draws, self._spec.paths)
+
+    @property
+    def params(self) -> dict:
+        """The point estimate as Flax variables ``{"params": ...}`` (MLE / MAP fits)."""
+        if not self.is_point:
+            raise AttributeError(
+                f"`params` is the point estimate of an MLE / MAP fit; this is a {self.method!r} fit with "
+                f"{self.num_draws} draws: use `samples`."
+            )
+        return jax.tree.map(lambda a: a[0], self.samples)
+
+    @property
+    def likelihood_params(self) -> dict:
+        """Draws of the likelihood's own latent sites, e.g. ``{"noise_scale": (num_draws,)}``."""
+        return {k: v for k, v in self.draws.items() if k not in self._spec.paths}
+
+    def predict(self, x, num_samples: int | None = None, batch_size: int | None = None,
+                seed=None) -> Predictions:
+        """Predictive distribution at ``x``.
+
+        Args:
+          x: inputs ``(n, features)`` (or ``(n,)`` for one feature), same width as in training.
+          num_samples: use this many of the draws (evenly spaced); default all.
+          batch_size: inputs per chunk; default keeps each block below ``CHUNK_ELEMENTS``.
+          seed: if given, also draw observations ``y`` (``Predictions.y_samples``).
+
+        Returns:
+          :class:`Predictions` with arrays of shape ``(n, out)``.
+        """
+        x = _checks.inputs(x, "x", num_features=self.num_features)
+        draws = self.draws
+        if num_samples is not None:
+            num_samples = _checks.positive_int(num_samples, "num_samples")
+            if num_samples > self.num_draws:
+                raise ValueError(f"`num_samples` must be at most the {self.num_draws} draws of this fit; got {num_samples}.")
+            idx = np.round(np.linspace(0, self.num_draws - 1, num_samples)).astype(int)
+            draws = jax.tree.map(lambda a: a[idx], draws)
+        y_key = None if seed is None else _checks.as_seed_key(seed)
+        return predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key)
+
+    def __repr__(self) -> str:
+        wall = self.info.get("wall_time")
+        timing = f", wall_time={wall:.2f}s" if wall is not None else ""
+        return f"Fit(method={self.method!r}, num_draws={self.num_draws}, num_features={self.num_features}{timing})"

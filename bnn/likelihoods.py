@@ -1,0 +1,237 @@
+"""Observation models: how the network output ``f(x)`` generates a target ``y``.
+
+Every likelihood knows
+
+* ``width(out)`` / ``targets(width)``: how many network outputs it needs per target
+  column, and the reverse;
+* ``check_y(y, width)``: validation and the canonical shape of ``y``;
+* ``latent_sites()``: its own unknowns (e.g. a learned noise scale) with their priors;
+* ``distribution(f, params)``: the NumPyro distribution of ``y`` given ``f``, with
+  batch shape ``(n,)`` (target columns are event dims, so one observation is one row);
+* ``moments(f, params)``: per parameter draw, the mean and the variance of ``y``
+  (used for the predictive decomposition total = epistemic + aleatoric).
+
+All log densities use NumPyro's stable parametrisations (logits for classes).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+from bnn import _checks
+
+NOISE_SITE = "noise_scale"
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood(abc.ABC):
+    """Base class of the observation models."""
+
+    #: True where ``y`` is continuous (intervals and quantiles are defined).
+    continuous = True
+
+    def width(self, out: int) -> int:
+        """Network output units needed for ``out`` target columns."""
+        return out
+
+    def targets(self, width: int) -> int:
+        """Target columns (or classes) served by a network with ``width`` outputs."""
+        return width
+
+    def latent_sites(self) -> dict[str, dist.Distribution]:
+        """The likelihood's own unknowns, by site name, with their priors."""
+        return {}
+
+    def check_y(self, y, width: int, name: str = "y") -> np.ndarray:
+        """Validate ``y`` against a network with ``width`` outputs; return it as ``(n, out)`` float32."""
+        arr = _checks.finite_array(y, name, ndims=(1, 2))
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        out = self.targets(width)
+        if arr.shape[1] != out:
+            raise ValueError(
+                f"`{name}` must have {out} column(s) to match the network's {width} output unit(s) "
+                f"under {type(self).__name__}; got shape {arr.shape}."
+            )
+        return arr
+
+    @abc.abstractmethod
+    def distribution(self, f: jax.Array, params: Mapping[str, jax.Array]) -> dist.Distribution:
+        """Distribution of ``y`` given network outputs ``f`` of shape ``(n, width)``; batch shape ``(n,)``."""
+
+    @abc.abstractmethod
+    def moments(self, f: jax.Array, params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """Mean and variance of ``y`` given ``f``; both ``(n, out)`` (out = classes for Categorical)."""
+
+    def log_prob(self, f, y, params) -> jax.Array:
+        """Log density of each observation (row), shape ``(n,)``."""
+        return self.distribution(f, params).log_prob(y)
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Gaussian(Likelihood):
+    """Gaussian noise ``y ~ Normal(f(x), scale²)``.
+
+    Args:
+      scale: the noise standard deviation. ``None`` learns it, with the prior
+        ``HalfNormal(noise_prior_scale)`` on the site ``"noise_scale"``.
+      noise_prior_scale: scale of that HalfNormal prior (only used when learned).
+    """
+
+    scale: float | None = None
+    noise_prior_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.scale is not None:
+            object.__setattr__(self, "scale", _checks.positive_float(self.scale, "Gaussian(scale)"))
+        object.__setattr__(
+            self, "noise_prior_scale", _checks.positive_float(self.noise_prior_scale, "Gaussian(noise_prior_scale)")
+        )
+
+    @property
+    def learned(self) -> bool:
+        return self.scale is None
+
+    def latent_sites(self):
+        if self.scale is None:
+            return {NOISE_SITE: dist.HalfNormal(jnp.float32(self.noise_prior_scale))}
+        return {}
+
+    def noise(self, params) -> jax.Array:
+        return params[NOISE_SITE] if self.scale is None else jnp.float32(self.scale)
+
+    def distribution(self, f, params):
+        return dist.Normal(f, self.noise(params)).to_event(1)
+
+    def moments(self, f, params):
+        return f, jnp.broadcast_to(jnp.square(self.noise(params)), f.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class Heteroscedastic(Likelihood):
+    """Gaussian whose scale is a second network output: ``y ~ Normal(f₁, s(f₂)²)``.
+
+    The network's last layer has ``2·out`` units: the first ``out`` are the mean,
+    the last ``out`` pass through ``softplus`` and ``min_scale`` is added, so the
+    noise scale is ``softplus(f₂) + min_scale`` (never below ``min_scale``).
+    """
+
+    min_scale: float = 1e-3
+
+    def __post_init__(self):
+        object.__setattr__(self, "min_scale", _checks.positive_float(self.min_scale, "Heteroscedastic(min_scale)"))
+
+    def width(self, out):
+        return 2 * out
+
+    def targets(self, width):
+        if width % 2:
+            raise ValueError(
+                f"Heteroscedastic needs a network with an even number of outputs (mean and scale "
+                f"for each target); the network has {width}. Use 2·out units in the last layer."
+            )
+        return width // 2
+
+    def split(self, f) -> tuple[jax.Array, jax.Array]:
+        out = f.shape[-1] // 2
+        return f[..., :out], jax.nn.softplus(f[..., out:]) + self.min_scale
+
+    def distribution(self, f, params):
+        loc, scale = self.split(f)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def moments(self, f, params):
+        loc, scale = self.split(f)
+        return loc, jnp.square(scale)
+
+
+def _check_labels(arr: np.ndarray, name: str, num_classes: int) -> None:
+    if not np.all(arr == np.round(arr)) or arr.min() < 0 or arr.max() > num_classes - 1:
+        bad = arr[(arr != np.round(arr)) | (arr < 0) | (arr > num_classes - 1)]
+        raise ValueError(
+            f"`{name}` must hold integer class labels in 0..{num_classes - 1}; "
+            f"got value(s) such as {bad[:3].tolist()}."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Bernoulli(Likelihood):
+    """Binary labels ``y ∈ {0, 1}`` with ``P(y = 1) = sigmoid(f(x))`` (f are logits).
+
+    One network output per binary target column. Predictions report the
+    probability of class 1 as the mean and ``p(1 − p)`` as the aleatoric variance.
+    """
+
+    continuous = False
+
+    def check_y(self, y, width, name="y"):
+        arr = super().check_y(y, width, name)
+        _check_labels(arr, name, 2)
+        return arr
+
+    def distribution(self, f, params):
+        return dist.BernoulliLogits(logits=f).to_event(1)
+
+    def moments(self, f, params):
+        p = jax.nn.sigmoid(f)
+        return p, p * (1.0 - p)
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical(Likelihood):
+    """Class labels ``y ∈ {0, …, K−1}`` with probabilities ``softmax(f(x))`` (f are logits).
+
+    The network's last layer has K units. ``y`` is a 1-D array of integer labels.
+    Predictions report per-class probabilities (``(n, K)``) as the mean, and
+    ``p(1 − p)`` per class (the variance of the one-hot indicator) as the aleatoric part.
+    """
+
+    continuous = False
+
+    def targets(self, width):
+        if width < 2:
+            raise ValueError(
+                f"Categorical needs a network with at least 2 outputs (one logit per class); "
+                f"the network has {width}. For two classes with one output use bnn.Bernoulli()."
+            )
+        return width
+
+    def check_y(self, y, width, name="y"):
+        arr = _checks.finite_array(y, name, ndims=(1, 2), dtype=None)
+        if arr.ndim == 2:
+            if arr.shape[1] != 1:
+                raise ValueError(
+                    f"`{name}` must be a 1-D array of integer class labels for Categorical; got shape {arr.shape}."
+                )
+            arr = arr[:, 0]
+        _check_labels(arr, name, self.targets(width))
+        return arr.astype(np.int32)
+
+    def distribution(self, f, params):
+        return dist.CategoricalLogits(logits=f)
+
+    def moments(self, f, params):
+        p = jax.nn.softmax(f, axis=-1)
+        return p, p * (1.0 - p)
+
+
+_LIKELIHOOD_TYPES = {cls.__name__: cls for cls in (Gaussian, Heteroscedastic, Bernoulli, Categorical)}
+
+
+def likelihood_from_dict(data: Mapping) -> Likelihood:
+    """Inverse of :meth:`Likelihood.to_dict` (used when loading a saved fit)."""
+    data = dict(data)
+    kind = data.pop("type", None)
+    if kind not in _LIKELIHOOD_TYPES:
+        raise ValueError(f"unknown likelihood type {kind!r}; known: {sorted(_LIKELIHOOD_TYPES)}.")
+    return _LIKELIHOOD_TYPES[kind](**data)
