@@ -1,0 +1,36 @@
+"""Test configuration: strict JAX numerics and shared small fixtures."""
+
+import jax
+import numpy as np
+import pytest
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def sine_data():
+    import bnn
+
+    return bnn.datasets.sine(n=40, noise=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def linear_data():
+    """N = 50 points, 3 inputs, known noise σ = 0.3: the conjugate oracle's data."""
+    rng = np.random.default_rng(42)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    w = np.array([[1.0], [-2.0], [0.5]])
+    y = (x @ w + 0.7 + 0.3 * rng.normal(size=(50, 1))).astype(np.float32)
+    return x, y
+
+
+def ridge_posterior(x, y, noise_scale, prior_scale):
+    """Closed-form Gaussian posterior of linear regression with a bias and N(0, σ_p²) priors.
+
+    Returns (mean, covariance) over the stacked vector [kernel (features,), bias], in float64.
+    """
+    X = np.concatenate([np.asarray(x, np.float64), np.ones((len(x), 1))], axis=1)
+    precision = X.T @ X / noise_scale**2 + np.eye(X.shape[1]) / prior_scale**2
+    cov = np.linalg.inv(precision)
+    mean = cov @ X.T @ np.asarray(y, np.float64)[:, 0] / noise_scale**2
+    return mean, cov

@@ -1,0 +1,201 @@
+"""MLE and MAP against independent oracles: closed-form ridge, plain optax loops."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import bnn
+from bnn.inference.optimize import objective_fn
+from conftest import ridge_posterior
+
+NOISE = 0.1
+
+
+def _stack_linear(params):
+    p = params["params"]["Dense_0"]
+    return np.concatenate([np.asarray(p["kernel"])[:, 0], np.asarray(p["bias"])])
+
+
+def test_map_linear_equals_closed_form_ridge(linear_data):
+    x, y = linear_data
+    noise, prior = 0.3, 0.5
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(prior), likelihood=bnn.Gaussian(scale=noise))
+    fit = model.fit(x, y, method="map", optimizer=optax.lbfgs(), num_steps=100)
+    exact, _ = ridge_posterior(x, y, noise, prior)
+    got = _stack_linear(fit.params)
+    rel = np.linalg.norm(got - exact) / np.linalg.norm(exact)
+    assert rel < 1e-4, (got, exact, rel)
+
+
+def test_map_linear_with_adam_default_reaches_ridge(linear_data):
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(0.5), likelihood=bnn.Gaussian(scale=0.3))
+    fit = model.fit(x, y, method="map", num_steps=3000)
+    exact, _ = ridge_posterior(x, y, 0.3, 0.5)
+    assert np.allclose(_stack_linear(fit.params), exact, atol=2e-3)
+
+
+def _plain_loop(net, params, x, y, lam, steps, eps):
+    """The conventional recipe: Adam on mean squared error + λ‖θ‖², written by hand."""
+    opt = optax.adam(1e-2, eps=eps)
+
+    def loss(p):
+        mse = jnp.mean(jnp.square(net.apply(p, x) - y))
+        return mse + lam * sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(p))
+
+    @jax.jit
+    def run(p):
+        def step(carry, _):
+            p, s = carry
+            g = jax.grad(loss)(p)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (p, opt.init(p)), None, length=steps)[0][0]
+
+    return run(params)
+
+
+def _max_param_diff(a, b):
+    return max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("method", ["map", "mle"])
+def test_fit_equals_plain_optax_loop(sine_data, method):
+    """MAP = Adam on MSE + λ‖θ‖² (λ from the helper); MLE = Adam on MSE; same init, same steps.
+
+    bnn minimises the per-point negative log joint, which is the plain loss divided by 2σ²;
+    Adam is invariant to that factor except through eps, so the plain loop uses eps·2σ².
+    Both run in float32: the trajectories agree to rounding (~1e-6) for a few hundred steps,
+    after which rounding differences can be amplified by the non-convex landscape, so the
+    identity is pinned at 300 steps.
+    """
+    x, y = sine_data
+    net = bnn.MLP((10, 10, 1), activation="tanh")
+    model = bnn.BNN(net, prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
+    steps = 300
+    init = model.init_params(x, seed=3)
+    fit = model.fit(x, y, method=method, seed=3, num_steps=steps)
+    lam = bnn.prior_scale_to_weight_decay(1.0, NOISE, len(x)) if method == "map" else 0.0
+    ref = _plain_loop(net, init, jnp.asarray(x), jnp.asarray(y), lam, steps, eps=1e-8 * 2 * NOISE**2)
+    diff = _max_param_diff(fit.params, ref)
+    assert diff < 1e-5, diff
+    # and the fit really moved away from its start
+    assert _max_param_diff(fit.params, init) > 0.1
+
+
+def test_map_with_huge_prior_scale_is_mle(sine_data):
+    x, y = sine_data
+    net = bnn.MLP((10, 1))
+    mle = bnn.BNN(net, prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE)).fit(x, y, method="mle", num_steps=300)
+    flat = bnn.BNN(net, prior=bnn.Normal(1e6), likelihood=bnn.Gaussian(scale=NOISE)).fit(x, y, method="map", num_steps=300)
+    assert _max_param_diff(mle.params, flat.params) < 1e-5
+
+
+def test_objective_is_the_models_negative_log_joint_per_point(sine_data):
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((5, 1)), prior=bnn.Normal(0.7), likelihood=bnn.Gaussian())
+    values = {k: v[0] for k, v in model.sample_prior(1, 1, seed=1).items()}
+    from numpyro.infer.util import log_density
+
+    log_joint, _ = log_density(model.model, (x, y), {}, values)
+    transforms = model.transforms(1)
+    u = {k: transforms[k].inv(v) for k, v in values.items()}
+    loss = objective_fn(model, "map", 1, len(x))(u, jnp.asarray(x), jnp.asarray(y))
+    np.testing.assert_allclose(float(loss), -float(log_joint) / len(x), rtol=1e-5)
+
+
+def test_minibatch_objective_is_unbiased(sine_data):
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((5, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
+    u = {k: v[0] for k, v in model.sample_prior(1, 1, seed=2).items()}
+    loss = objective_fn(model, "map", 1, len(x))
+    full = float(loss(u, jnp.asarray(x), jnp.asarray(y)))
+    # Every size-8 batch drawn with replacement, averaged over many draws.
+    idx = jax.random.randint(jax.random.PRNGKey(0), (20000, 8), 0, len(x))
+    batch = jax.vmap(lambda i: loss(u, jnp.asarray(x)[i], jnp.asarray(y)[i]))(idx)
+    se = float(jnp.std(batch)) / np.sqrt(batch.shape[0])
+    assert abs(float(jnp.mean(batch)) - full) < 4 * se
+
+
+def test_minibatch_map_reaches_the_full_batch_optimum(linear_data):
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(0.5), likelihood=bnn.Gaussian(scale=0.3))
+    sched = optax.exponential_decay(1e-2, transition_steps=1000, decay_rate=0.3)
+    fit = model.fit(x, y, method="map", batch_size=10, num_steps=6000, optimizer=optax.adam(sched))
+    exact, _ = ridge_posterior(x, y, 0.3, 0.5)
+    assert np.allclose(_stack_linear(fit.params), exact, atol=0.02)
+
+
+def test_learned_noise_mle_is_rms_residual(sine_data):
+    """For fixed f, the MLE of σ is the root mean squared residual (a closed form)."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((10, 1)), likelihood=bnn.Gaussian())
+    fit = model.fit(x, y, method="mle", num_steps=4000)
+    rms = float(jnp.sqrt(jnp.mean(jnp.square(fit.predict(x).mean - y))))
+    np.testing.assert_allclose(float(fit.likelihood_params["noise_scale"][0]), rms, rtol=1e-3)
+
+
+def test_early_stopping_returns_the_best_validation_parameters(sine_data):
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((50, 50, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
+    fit = model.fit(x, y, method="mle", num_steps=20000, validation=0.25, eval_every=100, patience=5, learning_rate=3e-2)
+    info = fit.info
+    assert info["num_steps"] < 20000  # stopped early
+    assert info["best_step"] == 100 * (int(np.argmin(info["val_loss"])) + 1)
+    assert info["num_steps"] == info["best_step"] + 5 * 100
+    assert info["num_train"] == 30
+
+
+def test_validation_tuple_and_progress_bar(sine_data, capsys):
+    x, y = sine_data
+    xv, yv = bnn.datasets.sine(n=20, seed=5)
+    model = bnn.BNN(bnn.MLP((8, 1)), likelihood=bnn.Gaussian(scale=NOISE))
+    fit = model.fit(x, y, method="map", num_steps=200, validation=(xv, yv), eval_every=50, progress_bar=True)
+    assert fit.info["val_loss"].shape == (4,)
+    assert "MAP" in capsys.readouterr().err
+
+
+def test_heteroscedastic_learns_growing_noise():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(400, 1)).astype(np.float32)
+    scale = 0.05 + 0.5 * (x + 1) / 2  # from 0.05 at x = -1 to 0.55 at x = 1
+    y = (np.sin(2 * x) + scale * rng.normal(size=x.shape)).astype(np.float32)
+    model = bnn.BNN(bnn.MLP((20, 2)), prior=bnn.Normal(1.0), likelihood=bnn.Heteroscedastic())
+    fit = model.fit(x, y, method="map", num_steps=3000)
+    pred = fit.predict(np.array([[-0.9], [0.9]], np.float32))
+    lo, hi = np.asarray(pred.aleatoric_std[:, 0])
+    np.testing.assert_allclose([lo, hi], [0.075, 0.525], rtol=0.35)
+
+
+@pytest.mark.parametrize("likelihood,width", [(bnn.Bernoulli(), 1), (bnn.Categorical(), 2)])
+def test_classifiers_fit_the_hill(likelihood, width):
+    x, y = bnn.datasets.hill(n=300, seed=0)
+    xt, yt = bnn.datasets.hill(n=500, seed=1)
+    model = bnn.BNN(bnn.MLP((16, 16, width)), prior=bnn.Normal(1.0), likelihood=likelihood)
+    fit = model.fit(x, y, method="map", num_steps=2000)
+    pred = fit.predict(xt)
+    assert float(bnn.metrics.accuracy(pred, yt).mean()) > 0.9
+    total = pred.epistemic_var + pred.aleatoric_var
+    np.testing.assert_allclose(pred.variance, total)
+
+
+def test_custom_flax_module_is_liftable():
+    class Quadratic(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            a = self.param("a", nn.initializers.zeros, ())
+            return a * x**2
+
+    x = np.linspace(-1, 1, 30, dtype=np.float32)[:, None]
+    y = 3.0 * x**2
+    fit = bnn.BNN(Quadratic(), prior=bnn.Normal(10.0), likelihood=bnn.Gaussian(scale=0.1)).fit(
+        x, y, method="map", optimizer=optax.lbfgs(), num_steps=50
+    )
+    # closed form: a = Σ x²y / (Σ x⁴ + σ²/σ_p²)
+    xs, ys = x.astype(np.float64), y.astype(np.float64)
+    exact = float((xs**2 * ys).sum() / ((xs**4).sum() + 0.1**2 / 10.0**2))
+    np.testing.assert_allclose(float(fit.params["params"]["a"]), exact, rtol=1e-4)
