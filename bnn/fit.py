@@ -114,7 +114,7 @@ def _mixture_quantiles(m: jax.Array, v: jax.Array, q: jax.Array) -> jax.Array:
         def body(_, bounds):
             lo, hi = bounds
             mid = 0.5 * (lo + hi)
-            below = jnp.mean(ndtr((mid - m) / s), axis=0) < qi
+            below = jnp.mean(ndtr((mid[None] - m) / s), axis=0) < qi
             return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
         lo, hi = jax.lax.fori_loop(0, 64, body, (lo0, hi0))

@@ -63,7 +63,7 @@ def nll(pred: Predictions, y) -> jnp.ndarray:
         return -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0])
     y = _targets(y, pred.mean)
     m, v = pred.samples, pred.variance_samples
-    logp = -0.5 * (jnp.log(2 * jnp.pi * v) + jnp.square(y - m) / v)  # (S, n, out)
+    logp = -0.5 * (jnp.log(2 * jnp.pi * v) + jnp.square(y[None] - m) / v)  # (S, n, out)
     return -(logsumexp(jnp.sum(logp, axis=-1), axis=0) - jnp.log(m.shape[0]))
 
 

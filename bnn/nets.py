@@ -93,6 +93,6 @@ class Polynomial(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.shape[-1] != 1:
             raise ValueError(f"Polynomial takes one input feature; got inputs of shape {x.shape}.")
-        powers = x ** jnp.arange(self.degree + 1, dtype=x.dtype)  # (n, degree + 1)
+        powers = x ** jnp.arange(self.degree + 1, dtype=x.dtype)[None, :]  # (n, degree + 1)
         coefficients = self.param("coefficients", nn.initializers.normal(0.1), (self.degree + 1, self.outputs))
         return powers @ coefficients

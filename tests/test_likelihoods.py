@@ -1,0 +1,77 @@
+"""Observation models against SciPy densities; stability; label checks."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import special, stats
+
+import bnn
+
+RNG = np.random.default_rng(0)
+
+
+def test_gaussian_fixed_and_learned():
+    f = RNG.normal(size=(6, 2)).astype(np.float32)
+    y = RNG.normal(size=(6, 2)).astype(np.float32)
+    fixed = bnn.Gaussian(scale=0.4)
+    expected = stats.norm.logpdf(y, f, 0.4).sum(axis=1)
+    np.testing.assert_allclose(fixed.log_prob(jnp.asarray(f), jnp.asarray(y), {}), expected, rtol=1e-5)
+    learned = bnn.Gaussian()
+    assert list(learned.latent_sites()) == ["noise_scale"]
+    got = learned.log_prob(jnp.asarray(f), jnp.asarray(y), {"noise_scale": jnp.float32(0.7)})
+    np.testing.assert_allclose(got, stats.norm.logpdf(y, f, 0.7).sum(axis=1), rtol=1e-5)
+    mean, var = fixed.moments(jnp.asarray(f), {})
+    np.testing.assert_allclose(var, np.full((6, 2), 0.16), rtol=1e-6)
+
+
+def test_heteroscedastic_scale_is_softplus_plus_floor():
+    f = RNG.normal(size=(5, 2)).astype(np.float32) * 3
+    y = RNG.normal(size=(5, 1)).astype(np.float32)
+    lik = bnn.Heteroscedastic(min_scale=0.01)
+    scale = np.log1p(np.exp(f[:, 1:].astype(np.float64))) + 0.01
+    np.testing.assert_allclose(lik.log_prob(jnp.asarray(f), jnp.asarray(y), {}), stats.norm.logpdf(y, f[:, :1], scale).sum(axis=1), rtol=1e-5)
+    assert lik.targets(2) == 1
+    with pytest.raises(ValueError, match="even number of outputs"):
+        lik.targets(3)
+
+
+def test_bernoulli_logits_are_stable_and_exact():
+    f = np.array([[-800.0], [-3.0], [0.0], [2.5], [800.0]], np.float32)
+    y = np.array([[1.0], [0.0], [1.0], [1.0], [0.0]], np.float32)
+    got = np.asarray(bnn.Bernoulli().log_prob(jnp.asarray(f), jnp.asarray(y), {}))
+    expected = y[:, 0] * special.log_expit(f[:, 0]) + (1 - y[:, 0]) * special.log_expit(-f[:, 0])
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert np.all(np.isfinite(got))
+
+
+def test_categorical_logits_are_stable_and_exact():
+    f = np.array([[1000.0, 0.0, -1000.0], [0.1, 0.2, 0.3]], np.float32)
+    y = np.array([1, 2], np.int32)
+    got = np.asarray(bnn.Categorical().log_prob(jnp.asarray(f), jnp.asarray(y), {}))
+    expected = special.log_softmax(f.astype(np.float64), axis=1)[np.arange(2), y]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    mean, var = bnn.Categorical().moments(jnp.asarray(f), {})
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(var, mean * (1 - mean), rtol=1e-6)
+
+
+def test_label_checks():
+    with pytest.raises(ValueError, match=r"`y` must hold integer class labels in 0..1; got value\(s\) such as \[2.0\]"):
+        bnn.Bernoulli().check_y(np.array([0, 1, 2]), 1)
+    with pytest.raises(ValueError, match=r"labels in 0..2"):
+        bnn.Categorical().check_y(np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="integer class labels"):
+        bnn.Categorical().check_y(np.array([0.5, 1.0]), 3)
+    with pytest.raises(ValueError, match="at least 2 outputs"):
+        bnn.Categorical().check_y(np.array([0, 1]), 1)
+    assert bnn.Categorical().check_y(np.array([[0], [2]]), 3).tolist() == [0, 2]
+
+
+def test_round_trip_to_dict():
+    from bnn.likelihoods import likelihood_from_dict
+    from bnn.priors import prior_from_dict
+
+    for lik in (bnn.Gaussian(0.3), bnn.Gaussian(), bnn.Heteroscedastic(0.05), bnn.Bernoulli(), bnn.Categorical()):
+        assert likelihood_from_dict(lik.to_dict()) == lik
+    for prior in (bnn.Normal(0.5, loc=1.0), bnn.FanInNormal(2.0)):
+        assert prior_from_dict(prior.to_dict()) == prior
