@@ -168,7 +168,7 @@ def from_csv(path, target=-1, delimiter: str = ",", skip_header: int = 1):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"`path` {str(path)!r} does not exist.")
-    data = np.genfromtxt(path, delimiter=delimiter, skip_header=skip_header, dtype=np.float64)
+    data = np.genfromtxt(path, delimiter=delimiter, skip_header=skip_header, dtype=np.float64, ndmin=2)
     if data.ndim != 2 or data.shape[1] < 2:
         raise ValueError(f"{str(path)!r} must hold at least two numeric columns; got an array of shape {data.shape}.")
     if np.isnan(data).any():

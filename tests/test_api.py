@@ -1,0 +1,29 @@
+"""The public surface: everything in the design's contract is importable from `bnn`."""
+
+import bnn
+
+
+def test_all_names_resolve():
+    for name in bnn.__all__:
+        assert getattr(bnn, name) is not None, name
+
+
+def test_contract_names():
+    for name in ["BNN", "MLP", "Normal", "FanInNormal", "Gaussian", "Heteroscedastic", "Bernoulli", "Categorical",
+                 "Fit", "Predictions", "weight_decay_to_prior_scale", "prior_scale_to_weight_decay"]:
+        assert name in bnn.__all__, name
+    for name in ["sine", "sine_grid", "hill", "polynomial", "uci", "from_csv"]:
+        assert callable(getattr(bnn.datasets, name)), name
+    for name in ["rmse", "mae", "nll", "coverage", "interval_width", "accuracy", "brier"]:
+        assert callable(getattr(bnn.metrics, name)), name
+    for name in ["prior_functions", "predictive", "loss_curve"]:
+        assert callable(getattr(bnn.plot, name)), name
+
+
+def test_import_is_free_of_side_effects():
+    import subprocess
+    import sys
+
+    code = "import jax; import bnn; print(jax.config.jax_compilation_cache_dir, jax.config.jax_enable_x64)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["None", "False"]
