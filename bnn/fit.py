@@ -42,9 +42,11 @@ class Predictions:
       aleatoric_var: per-draw noise variance, averaged over draws.
       samples: ``(draws, n, out)`` per-draw mean ``E[y | x, θₛ]``: the function values
         ``f(x)`` for Gaussian likelihoods, class probabilities for classifiers.
-      variance_samples: ``(draws, n, out)`` per-draw noise variance ``Var[y | x, θₛ]``.
+      variance_samples: per-draw noise variance ``Var[y | x, θₛ]``, ``(draws, n, out)``, or
+        ``(draws, 1, out)`` where it does not depend on ``x`` (a homoscedastic Gaussian).
       y_samples: ``(draws, n, out)`` draws of observations, where they were sampled.
-      continuous: whether ``y`` is continuous (intervals and quantiles are defined).
+      kind: ``"continuous"`` (intervals and quantiles are defined), ``"binary"`` (Bernoulli:
+        ``out`` columns of P(y = 1)) or ``"categorical"`` (``out`` = classes).
     """
 
     mean: jax.Array
@@ -53,7 +55,11 @@ class Predictions:
     samples: jax.Array
     variance_samples: jax.Array
     y_samples: jax.Array | None = None
-    continuous: bool = True
+    kind: str = "continuous"
+
+    @property
+    def continuous(self) -> bool:
+        return self.kind == "continuous"
 
     @property
     def num_draws(self) -> int:
@@ -83,6 +89,34 @@ class Predictions:
         if self.continuous:
             raise AttributeError("`probs` is defined for Bernoulli and Categorical likelihoods; use `mean` here.")
         return self.mean
+
+    def _class_probs(self, probs: jax.Array) -> jax.Array:
+        """Probabilities over the last axis: binary columns become ``[1 − p, p]`` pairs."""
+        if self.continuous:
+            raise AttributeError("entropies are defined for Bernoulli and Categorical likelihoods only.")
+        if self.kind == "binary":
+            return jnp.stack([1.0 - probs, probs], axis=-1)
+        return probs[..., None, :]
+
+    @staticmethod
+    def _entropy(probs: jax.Array) -> jax.Array:
+        """Entropy (nats) over the last axis, summed over independent output columns."""
+        return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=(-1, -2))
+
+    @property
+    def entropy(self) -> jax.Array:
+        """Predictive entropy ``H[p̄(y | x)]`` in nats, ``(n,)``: total uncertainty (classifiers)."""
+        return self._entropy(self._class_probs(self.mean))
+
+    @property
+    def expected_entropy(self) -> jax.Array:
+        """``meanₛ H[p(y | x, θₛ)]``, ``(n,)``: the aleatoric part of the entropy (classifiers)."""
+        return jnp.mean(self._entropy(self._class_probs(self.samples)), axis=0)
+
+    @property
+    def mutual_information(self) -> jax.Array:
+        """``H[p̄] − meanₛ H[pₛ]`` ≥ 0, ``(n,)``: the epistemic part (information about θ in y)."""
+        return self.entropy - self.expected_entropy
 
     def quantiles(self, q) -> jax.Array:
         """Quantiles of the predictive distribution of ``y``: shape ``(len(q), n, out)``.
@@ -132,8 +166,13 @@ def _chunk_size(num_draws: int, n: int, width: int, batch_size: int | None) -> i
 def _build_moments(model: BNN, with_y: bool):
     likelihood = model.likelihood
 
-    def per_draw(draw, xb, key):
-        f = model.apply(draw, xb)
+    def per_draw(draw, xb, key, center):
+        if center is None:
+            f = model.apply(draw, xb)
+        else:  # linearised network: f(θ*) + J(θ*)(θ − θ*)
+            tangent = {k: draw[k] - center[k] for k in center}
+            f_star, df = jax.jvp(lambda p: model.apply({**draw, **p}, xb), (center,), (tangent,))
+            f = f_star + df
         mean, var = likelihood.moments(f, draw)
         if not with_y:
             return mean, var, None
@@ -142,16 +181,20 @@ def _build_moments(model: BNN, with_y: bool):
             y = y[:, None]
         return mean, var, y
 
-    def moments(draws, xb, key):
+    def moments(draws, xb, key, center):
         keys = jax.random.split(key, jax.tree.leaves(draws)[0].shape[0])
-        return jax.vmap(per_draw, in_axes=(0, None, 0))(draws, xb, keys)
+        return jax.vmap(per_draw, in_axes=(0, None, 0, None))(draws, xb, keys, center)
 
     return jax.jit(moments)
 
 
 def predictions_from_draws(model: BNN, draws: dict, x: np.ndarray, batch_size: int | None = None,
-                           y_key: jax.Array | None = None) -> Predictions:
-    """Evaluate parameter draws ``{site: (S, ...)}`` at inputs ``x`` ``(n, features)``, chunked over inputs."""
+                           y_key: jax.Array | None = None, linearize_at: dict | None = None) -> Predictions:
+    """Evaluate parameter draws ``{site: (S, ...)}`` at inputs ``x`` ``(n, features)``, chunked over inputs.
+
+    With ``linearize_at`` (network parameters ``{path: array}``) the network is replaced by
+    its first-order Taylor expansion around that point (the GLM predictive).
+    """
     spec = model.spec(x.shape[1])
     num_draws = int(jax.tree.leaves(draws)[0].shape[0])
     n = x.shape[0]
@@ -164,22 +207,25 @@ def predictions_from_draws(model: BNN, draws: dict, x: np.ndarray, batch_size: i
         pad = chunk - xb.shape[0]
         if pad:  # one compiled shape for every chunk
             xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-        m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i))
+        m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i), linearize_at)
         stop = chunk - pad
+        constant = v.shape[1] != m.shape[1]  # (S, 1, out): the same for every input
         means.append(m[:, :stop])
-        variances.append(v[:, :stop])
+        variances.append(v if constant else v[:, :stop])
         if yb is not None:
             ys.append(yb[:, :stop])
     samples = jnp.concatenate(means, axis=1)
-    variance_samples = jnp.concatenate(variances, axis=1)
+    # a variance that does not depend on x comes back as (S, 1, out): keep one copy
+    variance_samples = variances[0] if constant else jnp.concatenate(variances, axis=1)
+    mean = jnp.mean(samples, axis=0)
     return Predictions(
-        mean=jnp.mean(samples, axis=0),
+        mean=mean,
         epistemic_var=jnp.var(samples, axis=0),
-        aleatoric_var=jnp.mean(variance_samples, axis=0),
+        aleatoric_var=jnp.broadcast_to(jnp.mean(variance_samples, axis=0), mean.shape),
         samples=samples,
         variance_samples=variance_samples,
         y_samples=jnp.concatenate(ys, axis=1) if ys else None,
-        continuous=model.likelihood.continuous,
+        kind=model.likelihood.kind,
     )
 
 
@@ -195,6 +241,9 @@ class Fit:
         have one draw.
       num_features: input width the model was fitted on.
       info: what the method reports (e.g. ``loss`` per step, ``wall_time`` in seconds).
+      linearize_at: network parameters ``{path: array}`` around which predictions use the
+        linearised network ``f(θ*) + J(θ − θ*)`` (the GLM predictive of a Laplace fit);
+        ``None`` evaluates the network itself at every draw.
     """
 
     model: Any
@@ -202,6 +251,7 @@ class Fit:
     draws: dict
     num_features: int
     info: dict = dataclasses.field(default_factory=dict)
+    linearize_at: dict | None = None
 
     @property
     def num_draws(self) -> int:
@@ -259,7 +309,8 @@ class Fit:
             idx = np.round(np.linspace(0, self.num_draws - 1, num_samples)).astype(int)
             draws = jax.tree.map(lambda a: a[idx], draws)
         y_key = None if seed is None else _checks.as_seed_key(seed)
-        return predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key)
+        return predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key,
+                                      linearize_at=self.linearize_at)
 
     def __repr__(self) -> str:
         wall = self.info.get("wall_time")

@@ -34,8 +34,12 @@ NOISE_SITE = "noise_scale"
 class Likelihood(abc.ABC):
     """Base class of the observation models."""
 
-    #: True where ``y`` is continuous (intervals and quantiles are defined).
-    continuous = True
+    #: "continuous" (intervals and quantiles are defined), "binary" or "categorical".
+    kind = "continuous"
+
+    @property
+    def continuous(self) -> bool:
+        return self.kind == "continuous"
 
     def width(self, out: int) -> int:
         """Network output units needed for ``out`` target columns."""
@@ -68,7 +72,10 @@ class Likelihood(abc.ABC):
 
     @abc.abstractmethod
     def moments(self, f: jax.Array, params: Mapping[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """Mean and variance of ``y`` given ``f``; both ``(n, out)`` (out = classes for Categorical)."""
+        """Mean ``(n, out)`` and variance of ``y`` given ``f`` (out = classes for Categorical).
+
+        The variance is ``(n, out)``, or ``(1, out)`` where it does not depend on the input.
+        """
 
     def log_prob(self, f, y, params) -> jax.Array:
         """Log density of each observation (row), shape ``(n,)``."""
@@ -114,7 +121,8 @@ class Gaussian(Likelihood):
         return dist.Normal(f, self.noise(params)).to_event(1)
 
     def moments(self, f, params):
-        return f, jnp.broadcast_to(jnp.square(self.noise(params)), f.shape)
+        # the variance does not depend on x: shape (1, out), broadcast by the caller
+        return f, jnp.broadcast_to(jnp.square(self.noise(params)), (1, f.shape[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +180,7 @@ class Bernoulli(Likelihood):
     probability of class 1 as the mean and ``p(1 − p)`` as the aleatoric variance.
     """
 
-    continuous = False
+    kind = "binary"
 
     def check_y(self, y, width, name="y"):
         arr = super().check_y(y, width, name)
@@ -196,7 +204,7 @@ class Categorical(Likelihood):
     ``p(1 − p)`` per class (the variance of the one-hot indicator) as the aleatoric part.
     """
 
-    continuous = False
+    kind = "categorical"
 
     def targets(self, width):
         if width < 2:

@@ -258,19 +258,24 @@ class BNN:
         Args:
           x: inputs ``(n, features)`` or ``(n,)``.
           y: targets ``(n, out)`` or ``(n,)``; class labels for Bernoulli / Categorical.
-          method: ``"mle"`` or ``"map"`` (optax; see :func:`bnn.inference.optimize.fit_point`
-            for the options).
+          method: one of
+
+            * ``"mle"``, ``"map"`` — optax on the (penalised) likelihood,
+              :func:`bnn.inference.optimize.fit_point`;
+            * ``"nuts"`` — NumPyro NUTS, :func:`bnn.inference.mcmc.fit_nuts`;
+            * ``"svi"`` — variational inference, :func:`bnn.inference.svi.fit_svi`;
+            * ``"laplace"`` — Gaussian around the MAP, :func:`bnn.inference.laplace.fit_laplace`.
           seed: int or JAX key.
-          **options: passed to the method; unknown names raise ``TypeError``.
+          **options: the method's options (see those functions); unknown names raise ``TypeError``.
+
+        Example:
+          >>> nuts = model.fit(x, y, method="nuts", num_chains=4, num_warmup=500, num_samples=500)
+          >>> svi = model.fit(x, y, method="svi", guide="fullrank", num_steps=5000)
         """
         method = _checks.one_of(method, "method", METHODS)
-        if method in ("mle", "map"):
-            from bnn.inference.optimize import fit_point
+        from bnn.inference import FITTERS
 
-            return fit_point(self, x, y, method=method, seed=seed, **options)
-        raise ValueError(
-            f"`method={method!r}` is not available in this version; available: 'mle', 'map'."
-        )
+        return FITTERS[method](self, x, y, seed=seed, **options)
 
     def compiled(self, key, build):
         """A compiled function cached on the model under ``key`` (built once by ``build()``)."""

@@ -47,7 +47,7 @@ def test_interval_of_a_point_fit_is_the_gaussian_interval(map_fit):
 def test_variance_decomposition_is_exact(many_draws):
     pred = many_draws.predict(bnn.datasets.sine_grid(30))
     m = np.asarray(pred.samples, np.float64)
-    v = np.asarray(pred.variance_samples, np.float64)
+    v = np.broadcast_to(np.asarray(pred.variance_samples, np.float64), m.shape)
     np.testing.assert_allclose(pred.epistemic_var, m.var(axis=0), rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(pred.aleatoric_var, v.mean(axis=0), rtol=1e-6)
     # law of total variance against the second moment of the mixture, computed directly
@@ -60,7 +60,7 @@ def test_mixture_quantiles_solve_the_mixture_cdf(many_draws):
     pred = many_draws.predict(bnn.datasets.sine_grid(5))
     q = np.asarray(pred.quantiles([0.05, 0.5, 0.95]))
     m = np.asarray(pred.samples[:, :, 0], np.float64)
-    s = np.sqrt(np.asarray(pred.variance_samples[:, :, 0], np.float64))
+    s = np.sqrt(np.broadcast_to(np.asarray(pred.variance_samples, np.float64), pred.samples.shape)[:, :, 0])
     for j in range(5):
         cdf = lambda t: stats.norm.cdf((t - m[:, j]) / s[:, j]).mean()  # noqa: E731
         for i, level in enumerate([0.05, 0.5, 0.95]):

@@ -21,7 +21,7 @@ def test_gaussian_fixed_and_learned():
     got = learned.log_prob(jnp.asarray(f), jnp.asarray(y), {"noise_scale": jnp.float32(0.7)})
     np.testing.assert_allclose(got, stats.norm.logpdf(y, f, 0.7).sum(axis=1), rtol=1e-5)
     mean, var = fixed.moments(jnp.asarray(f), {})
-    np.testing.assert_allclose(var, np.full((6, 2), 0.16), rtol=1e-6)
+    np.testing.assert_allclose(var, np.full((1, 2), 0.16), rtol=1e-6)  # constant in x: (1, out)
 
 
 def test_heteroscedastic_scale_is_softplus_plus_floor():

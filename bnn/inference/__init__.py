@@ -1,1 +1,20 @@
-"""Inference methods, one module per family (``optimize``: MLE and MAP)."""
+"""Inference methods, one module per family: ``optimize`` (MLE, MAP), ``mcmc`` (NUTS),
+``svi`` (variational), ``laplace`` (Gaussian around the MAP)."""
+
+from functools import partial
+
+from bnn.inference.laplace import fit_laplace
+from bnn.inference.mcmc import fit_nuts
+from bnn.inference.optimize import fit_point
+from bnn.inference.svi import fit_svi
+
+#: method name -> function(model, x, y, seed=..., **options) -> Fit
+FITTERS = {
+    "mle": partial(fit_point, method="mle"),
+    "map": partial(fit_point, method="map"),
+    "nuts": fit_nuts,
+    "svi": fit_svi,
+    "laplace": fit_laplace,
+}
+
+__all__ = ["FITTERS", "fit_laplace", "fit_nuts", "fit_point", "fit_svi"]

@@ -33,6 +33,7 @@ import optax
 
 from bnn import _checks
 from bnn.fit import Fit
+from bnn.inference._loop import check_batch_size, draw_batch, make_optimizer, run_in_chunks
 from bnn.likelihoods import NOISE_SITE
 from bnn.model import BNN, flatten_params
 
@@ -169,25 +170,14 @@ def fit_point(
     method = _checks.one_of(method, "method", ("mle", "map"))
     num_steps = _checks.positive_int(num_steps, "num_steps")
     patience = _checks.positive_int(patience, "patience")
-    if optimizer is not None and learning_rate is not None:
-        raise ValueError("give either `optimizer` or `learning_rate` (for the default Adam), not both.")
-    if optimizer is None:
-        lr = DEFAULT_LEARNING_RATE if learning_rate is None else _checks.positive_float(learning_rate, "learning_rate")
-        optimizer = optax.adam(lr)
-    elif not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
-    optimizer = optax.with_extra_args_support(optimizer)
+    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
     key = _checks.as_seed_key(seed)
-    key_data = jax.random.fold_in(key, 1)
     x, y, val = _split_validation(validation, x, y, jax.random.fold_in(key, 2), model)
     n = x.shape[0]
-    if batch_size is not None:
-        batch_size = _checks.positive_int(batch_size, "batch_size")
-        if batch_size > n:
-            raise ValueError(f"`batch_size` must be at most the {n} training rows; got {batch_size}.")
+    batch_size = check_batch_size(batch_size, n)
     num_features = x.shape[1]
     transforms = model.transforms(num_features)
     init = initial_values(model, x, y, key, init_params)
@@ -196,11 +186,8 @@ def fit_point(
 
     def step(carry, step_key):
         u, opt_state, xs, ys = carry
-        if batch_size is None:
-            xb, yb = xs, ys
-        else:
-            idx = jax.random.randint(step_key, (batch_size,), 0, n)
-            xb, yb = xs[idx], ys[idx]
+        idx = draw_batch(step_key, n, batch_size)
+        xb, yb = (xs, ys) if idx is None else (xs[idx], ys[idx])
         value, grads = jax.value_and_grad(loss)(u, xb, yb)
         updates, opt_state = optimizer.update(
             grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, xb, yb)
@@ -208,11 +195,14 @@ def fit_point(
         return (optax.apply_updates(u, updates), opt_state, xs, ys), value
 
     @jax.jit
-    def run_chunk(u, opt_state, keys, xs, ys):
+    def scan_chunk(u, opt_state, keys, xs, ys):
         (u, opt_state, _, _), values = jax.lax.scan(step, (u, opt_state, xs, ys), keys)
-        return u, opt_state, values
+        return (u, opt_state), values
 
-    val_loss_fn = None
+    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    val_losses: list[float] = []
+    best = {"loss": np.inf, "u": u0, "step": 0, "since": 0}
+    on_chunk = None
     if val is not None:
         xv, yv = jnp.asarray(val[0]), jnp.asarray(val[1])
 
@@ -221,60 +211,38 @@ def fit_point(
             values = {k: transforms[k](v) for k, v in u.items()}
             return -jnp.mean(model.log_joint_terms(values, xv, yv)[1])
 
+        def on_chunk(state, done):
+            current = float(val_loss_fn(state[0]))
+            val_losses.append(current)
+            if current < best["loss"]:
+                best.update(loss=current, u=state[0], step=done, since=0)
+                return False
+            best["since"] += 1
+            return best["since"] >= patience
+
     if eval_every is None:
         eval_every = max(1, num_steps // 50) if (val is not None or progress_bar) else num_steps
     eval_every = _checks.positive_int(eval_every, "eval_every")
-
-    u, opt_state = u0, optimizer.init(u0)
-    xs, ys = jnp.asarray(x), jnp.asarray(y)
-    losses, val_losses = [], []
-    best = (np.inf, u, 0)
-    since_best = 0
-    bar = _progress(num_steps, method, progress_bar)
-    done = 0
-    while done < num_steps:
-        length = min(eval_every, num_steps - done)
-        keys = jax.random.split(jax.random.fold_in(key_data, done), length)
-        u, opt_state, values = run_chunk(u, opt_state, keys, xs, ys)
-        done += length
-        losses.append(np.asarray(values))
-        if not np.isfinite(losses[-1][-1]):
-            raise FloatingPointError(
-                f"the {method.upper()} objective became {losses[-1][-1]} at step {done}; lower the learning "
-                "rate or check the data scale."
-            )
-        if bar is not None:
-            bar.update(length)
-            bar.set_postfix(loss=f"{float(losses[-1][-1]):.4g}")
-        if val_loss_fn is not None:
-            current = float(val_loss_fn(u))
-            val_losses.append(current)
-            if current < best[0]:
-                best, since_best = (current, u, done), 0
-            else:
-                since_best += 1
-                if since_best >= patience:
-                    break
-    if bar is not None:
-        bar.close()
-    if val_loss_fn is not None:
-        u = best[1]
+    (u, _), losses, done = run_in_chunks(
+        lambda state, keys: scan_chunk(*state, keys, xs, ys),
+        (u0, optimizer.init(u0)),
+        num_steps,
+        jax.random.fold_in(key, 1),
+        eval_every,
+        method.upper(),
+        progress_bar,
+        on_chunk,
+    )
+    if val is not None:
+        u = best["u"]
     values = {k: transforms[k](v) for k, v in u.items()}
     draws = {k: jnp.asarray(v)[None] for k, v in values.items()}
     info = {
-        "loss": np.concatenate(losses),
+        "loss": losses,
         "num_steps": done,
         "wall_time": time.perf_counter() - start,
         "num_train": n,
     }
-    if val_loss_fn is not None:
-        info.update(val_loss=np.asarray(val_losses), best_step=best[2])
+    if val is not None:
+        info.update(val_loss=np.asarray(val_losses), best_step=best["step"])
     return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info)
-
-
-def _progress(total: int, method: str, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=method.upper(), unit="step")

@@ -1,0 +1,161 @@
+"""Posterior sampling with NumPyro's NUTS on the lifted model.
+
+Chains start (``init=``) from the module's own initialisers (``"module"``, a different
+seed per chain), from a prior draw (``"prior"``), from a MAP fit per chain (``"map"``:
+one MAP optimisation per chain, each from its own start, so chains still explore
+different modes), or from given values.
+
+``chain_method`` (NumPyro's): ``"parallel"`` runs one chain per device (on CPU, host
+devices must be created before JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+or ``numpyro.set_host_device_count(4)``), ``"vectorized"`` runs chains in one
+vectorised program, ``"sequential"`` one after another. The default picks
+``"parallel"`` when there are enough devices, else ``"vectorized"``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+
+from bnn import _checks
+from bnn.fit import Fit
+from bnn.inference.optimize import fit_point, initial_values, prepare_data
+from bnn.model import BNN
+
+CHAIN_METHODS = ("parallel", "vectorized", "sequential")
+INITS = ("module", "prior", "map")
+EXTRA_FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size")
+
+
+def _chain_method(chain_method: str | None, num_chains: int) -> str:
+    devices = jax.local_device_count()
+    if chain_method is None:
+        if num_chains == 1:
+            return "sequential"
+        return "parallel" if devices >= num_chains else "vectorized"
+    chain_method = _checks.one_of(chain_method, "chain_method", CHAIN_METHODS)
+    if chain_method == "parallel" and devices < num_chains:
+        raise ValueError(
+            f"`chain_method='parallel'` needs one device per chain: {num_chains} chains but JAX sees "
+            f"{devices} device(s). On CPU set XLA_FLAGS=--xla_force_host_platform_device_count={num_chains} "
+            "(or call numpyro.set_host_device_count) before JAX starts, or use chain_method='vectorized'."
+        )
+    return chain_method
+
+
+def _initial_values(model: BNN, x, y, key, init, num_chains: int, map_options: dict) -> dict:
+    """Starting values per chain, ``{site: (num_chains, *shape)}`` (constrained)."""
+    keys = jax.random.split(key, num_chains)
+    if isinstance(init, dict):
+        one = initial_values(model, x, y, keys[0], init)
+        return {k: jnp.broadcast_to(v, (num_chains,) + v.shape) for k, v in one.items()}
+    init = _checks.one_of(init, "init", INITS)
+    if init == "prior":
+        return model.sample_prior(x.shape[1], num_chains, keys[0])
+    per_chain = []
+    for k in keys:
+        if init == "map":
+            fit = fit_point(model, x, y, method="map", seed=k, **map_options)
+            per_chain.append({s: v[0] for s, v in fit.draws.items()})
+        else:
+            per_chain.append(initial_values(model, x, y, k))
+    return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
+
+
+def fit_nuts(
+    model: BNN,
+    x,
+    y,
+    seed=0,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    chain_method: str | None = None,
+    init="module",
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    dense_mass: bool = False,
+    thinning: int = 1,
+    map_options: dict | None = None,
+    progress_bar: bool = False,
+) -> Fit:
+    """Sample the posterior with NUTS.
+
+    Args:
+      model, x, y, seed: as in :meth:`bnn.BNN.fit`.
+      num_chains, num_warmup, num_samples: chains, warm-up and kept draws per chain.
+      chain_method: ``"parallel"``, ``"vectorized"``, ``"sequential"`` or ``None`` (auto).
+      init: ``"module"``, ``"prior"``, ``"map"`` or Flax variables (see the module docs).
+      target_accept_prob: NUTS step-size adaptation target.
+      max_tree_depth: maximum tree depth (at most 2**depth − 1 leapfrog steps per draw).
+      dense_mass: adapt a dense mass matrix instead of a diagonal one.
+      thinning: keep every ``thinning``-th draw.
+      map_options: options of the MAP fits used by ``init="map"`` (e.g. ``{"num_steps": 2000}``).
+      progress_bar: NumPyro's progress bar.
+
+    Returns:
+      a :class:`bnn.Fit` with ``num_chains * num_samples`` draws (chain-major);
+      ``info`` holds ``num_chains``, ``sample_stats`` (``{field: (chains, draws)}``: diverging,
+      num_steps, accept_prob, energy, potential_energy, step_size), ``num_divergences``,
+      ``chain_method`` and ``wall_time``. A warning is raised when any transition diverged.
+    """
+    num_chains = _checks.positive_int(num_chains, "num_chains")
+    num_warmup = _checks.positive_int(num_warmup, "num_warmup", minimum=0)
+    num_samples = _checks.positive_int(num_samples, "num_samples")
+    thinning = _checks.positive_int(thinning, "thinning")
+    max_tree_depth = _checks.positive_int(max_tree_depth, "max_tree_depth")
+    target_accept_prob = _checks.level(target_accept_prob, "target_accept_prob")
+    chain_method = _chain_method(chain_method, num_chains)
+    map_options = dict(map_options or {})
+
+    start = time.perf_counter()
+    x, y = prepare_data(model, x, y)
+    key = _checks.as_seed_key(seed)
+    key_init, key_run = jax.random.split(jax.random.fold_in(key, 4))
+    values = _initial_values(model, x, y, key_init, init, num_chains, map_options)
+    transforms = model.transforms(x.shape[1])
+    unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
+    if num_chains == 1:
+        unconstrained = {k: v[0] for k, v in unconstrained.items()}
+
+    kernel = NUTS(model.model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth, dense_mass=dense_mass)
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        thinning=thinning,
+        progress_bar=progress_bar,
+    )
+    mcmc.run(key_run, jnp.asarray(x), jnp.asarray(y), init_params=unconstrained, extra_fields=EXTRA_FIELDS)
+    latent = model.latent_sites(x.shape[1])
+    samples = mcmc.get_samples()
+    draws = {k: samples[k] for k in latent}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {k.replace("adapt_state.", ""): np.asarray(v) for k, v in extra.items()}
+    divergences = int(stats["diverging"].sum())
+    info = {
+        "num_chains": num_chains,
+        "num_samples": int(stats["diverging"].shape[1]),
+        "num_warmup": num_warmup,
+        "chain_method": chain_method,
+        "sample_stats": stats,
+        "num_divergences": divergences,
+        "wall_time": time.perf_counter() - start,
+        "num_train": x.shape[0],
+    }
+    if divergences:
+        total = stats["diverging"].size
+        warnings.warn(
+            f"{divergences} of {total} NUTS transitions diverged: the sampler may have missed parts of the "
+            "posterior. Try a higher target_accept_prob (e.g. 0.95), init='map', or a tighter prior.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return Fit(model=model, method="nuts", draws=draws, num_features=x.shape[1], info=info)
