@@ -227,9 +227,14 @@ class BNN:
         """Draws of every latent site from the prior, ``{site: (num_samples, *shape)}``."""
         num_samples = _checks.positive_int(num_samples, "num_samples")
         key = _checks.as_seed_key(seed)
-        sites = self.latent_sites(num_features)
-        predictive = numpyro.infer.Predictive(self.model, num_samples=num_samples, return_sites=list(sites))
-        return predictive(key, jnp.zeros((1, num_features), jnp.float32))
+
+        def build():
+            predictive = numpyro.infer.Predictive(
+                self.model, num_samples=num_samples, return_sites=list(self.latent_sites(num_features))
+            )
+            return jax.jit(lambda k: predictive(k, jnp.zeros((1, num_features), jnp.float32)))
+
+        return self.compiled(("prior", num_features, num_samples), build)(key)
 
     def prior_predictive(self, x, num_samples: int = 100, seed=0, batch_size: int | None = None):
         """Whole functions drawn from the prior, evaluated at ``x``.

@@ -6,6 +6,7 @@ objective is finite, and let the caller stop early (validation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,14 @@ def run_in_chunks(
     return state, np.concatenate(losses), done
 
 
+@functools.lru_cache(maxsize=32)
+def _adam(learning_rate: float):
+    """Adam at ``learning_rate``: one object per rate, so compiled training loops keyed on it are reused."""
+    import optax
+
+    return optax.with_extra_args_support(optax.adam(learning_rate))
+
+
 def make_optimizer(optimizer, learning_rate, default_learning_rate: float):
     """The optax transformation to use: ``optimizer``, or Adam at ``learning_rate`` (or the default)."""
     import optax
@@ -83,7 +92,7 @@ def make_optimizer(optimizer, learning_rate, default_learning_rate: float):
         raise ValueError("give either `optimizer` or `learning_rate` (for the default Adam), not both.")
     if optimizer is None:
         lr = default_learning_rate if learning_rate is None else _checks.positive_float(learning_rate, "learning_rate")
-        return optax.adam(lr)
+        return _adam(lr)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
     return optimizer

@@ -67,6 +67,38 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
     raise ValueError(f"`subset` must be 'all', 'last_layer' or a list of path patterns; got {subset!r}.")
 
 
+def _laplace(model: BNN, hessian: str, unravel, num_samples: int):
+    """One jitted program: the precision at θ*, its Cholesky factor, draws, and the evidence."""
+
+    def run(theta_star, point, xs, ys, key):
+        def log_terms(theta):
+            return model.log_joint_terms({**point, **unravel(theta)}, xs, ys)
+
+        def neg_log_joint(theta):
+            log_prior, log_lik = log_terms(theta)
+            return -(log_prior + jnp.sum(log_lik))
+
+        if hessian == "full":
+            precision = jax.hessian(neg_log_joint)(theta_star)
+        else:
+            f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
+
+            def neg_log_lik_linearised(theta):
+                return -jnp.sum(model.likelihood.log_prob(f_star + jvp(theta - theta_star), ys, point))
+
+            precision = jax.hessian(neg_log_lik_linearised)(theta_star) + jax.hessian(lambda t: -log_terms(t)[0])(theta_star)
+        precision = 0.5 * (precision + precision.T)
+        chol = jnp.linalg.cholesky(precision)
+        z = jax.random.normal(key, (num_samples, theta_star.shape[0]))
+        # θ = θ* + L⁻ᵀ z has covariance L⁻ᵀ L⁻¹ = (L Lᵀ)⁻¹ = H⁻¹.
+        thetas = theta_star[None, :] + jax.scipy.linalg.solve_triangular(chol.T, z.T, lower=False).T
+        dim = theta_star.shape[0]
+        log_evidence = -neg_log_joint(theta_star) + 0.5 * dim * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
+        return precision, chol, thetas, log_evidence
+
+    return jax.jit(run)
+
+
 def fit_laplace(
     model: BNN,
     x,
@@ -117,41 +149,17 @@ def fit_laplace(
             f"(at most {MAX_DIM} parameters)."
         )
     xs, ys = jnp.asarray(x), jnp.asarray(y)
-
-    def values_at(theta):
-        return {**point, **unravel(theta)}
-
-    def neg_log_prior(theta):
-        return -model.log_joint_terms(values_at(theta), xs, ys)[0]
-
-    if hessian == "full":
-        def neg_log_joint(theta):
-            log_prior, log_lik = model.log_joint_terms(values_at(theta), xs, ys)
-            return -(log_prior + jnp.sum(log_lik))
-
-        precision = jax.hessian(neg_log_joint)(theta_star)
-    else:
-        f_star, jvp = jax.linearize(lambda t: model.apply(values_at(t), xs), theta_star)
-
-        def neg_log_lik_linearised(theta):
-            f_lin = f_star + jvp(theta - theta_star)
-            return -jnp.sum(model.likelihood.log_prob(f_lin, ys, point))
-
-        precision = jax.hessian(neg_log_lik_linearised)(theta_star) + jax.hessian(neg_log_prior)(theta_star)
-    precision = 0.5 * (precision + precision.T)
-    chol = jnp.linalg.cholesky(precision)
+    key = jax.random.fold_in(_checks.as_seed_key(seed), 5)
+    program = model.compiled(("laplace", hessian, selected, num_samples, x.shape[1]),
+                             lambda: _laplace(model, hessian, unravel, num_samples))
+    precision, chol, thetas, log_evidence = program(theta_star, point, xs, ys, key)
     if not bool(jnp.all(jnp.isfinite(chol))):
         raise np.linalg.LinAlgError(
             f"the {hessian!r} Hessian at the MAP is not positive definite; use hessian='ggn', run the MAP longer "
             "(num_steps=...), or pick a smaller subset."
         )
-    z = jax.random.normal(jax.random.fold_in(_checks.as_seed_key(seed), 5), (num_samples, dim))
-    # θ = θ* + L⁻ᵀ z has covariance L⁻ᵀ L⁻¹ = (L Lᵀ)⁻¹ = H⁻¹.
-    thetas = theta_star[None, :] + jax.scipy.linalg.solve_triangular(chol.T, z.T, lower=False).T
     sampled = jax.vmap(unravel)(thetas)
     draws = {k: sampled[k] if k in sampled else jnp.broadcast_to(v, (num_samples,) + v.shape) for k, v in point.items()}
-    log_joint_star = -(neg_log_prior(theta_star)) + jnp.sum(model.log_joint_terms(values_at(theta_star), xs, ys)[1])
-    log_evidence = log_joint_star + 0.5 * dim * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
     info = {
         "map": map_fit,
         "hessian": hessian,

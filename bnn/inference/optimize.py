@@ -98,6 +98,27 @@ def objective_fn(model: BNN, method: str, num_features: int, n: int):
     return loss
 
 
+def _build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
+    """A jitted ``(u, opt_state, keys, xs, ys) -> ((u, opt_state), losses)``: one scan step per key."""
+
+    def step(carry, step_key):
+        u, opt_state, xs, ys = carry
+        idx = draw_batch(step_key, n, batch_size)
+        xb, yb = (xs, ys) if idx is None else (xs[idx], ys[idx])
+        value, grads = jax.value_and_grad(loss)(u, xb, yb)
+        updates, opt_state = optimizer.update(
+            grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, xb, yb)
+        )
+        return (optax.apply_updates(u, updates), opt_state, xs, ys), value
+
+    @jax.jit
+    def scan_chunk(u, opt_state, keys, xs, ys):
+        (u, opt_state, _, _), values = jax.lax.scan(step, (u, opt_state, xs, ys), keys)
+        return (u, opt_state), values
+
+    return scan_chunk
+
+
 def _split_validation(validation, x, y, key, model: BNN):
     if validation is None:
         return x, y, None
@@ -182,22 +203,10 @@ def fit_point(
     transforms = model.transforms(num_features)
     init = initial_values(model, x, y, key, init_params)
     u0 = {k: transforms[k].inv(v) for k, v in init.items()}
-    loss = objective_fn(model, method, num_features, n)
-
-    def step(carry, step_key):
-        u, opt_state, xs, ys = carry
-        idx = draw_batch(step_key, n, batch_size)
-        xb, yb = (xs, ys) if idx is None else (xs[idx], ys[idx])
-        value, grads = jax.value_and_grad(loss)(u, xb, yb)
-        updates, opt_state = optimizer.update(
-            grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, xb, yb)
-        )
-        return (optax.apply_updates(u, updates), opt_state, xs, ys), value
-
-    @jax.jit
-    def scan_chunk(u, opt_state, keys, xs, ys):
-        (u, opt_state, _, _), values = jax.lax.scan(step, (u, opt_state, xs, ys), keys)
-        return (u, opt_state), values
+    scan_chunk = model.compiled(
+        ("point", method, optimizer, batch_size, n, num_features),
+        lambda: _build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size),
+    )
 
     xs, ys = jnp.asarray(x), jnp.asarray(y)
     val_losses: list[float] = []

@@ -133,7 +133,8 @@ def fit_svi(
     )
     params = svi.get_params(state)
     latent = model.latent_sites(x.shape[1])
-    posterior = guide_obj.sample_posterior(key_post, params, sample_shape=(num_samples,))
+    with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
+        posterior = guide_obj.sample_posterior(key_post, params, sample_shape=(num_samples,))
     draws = {k: jnp.asarray(posterior[k]) for k in latent}
     info = {
         "loss": losses,

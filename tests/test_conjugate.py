@@ -1,0 +1,113 @@
+"""The conjugate oracle: linear regression (no hidden layer), Normal prior, known σ.
+
+The posterior is Gaussian in closed form; every method is checked against it.
+"""
+
+import numpy as np
+import optax
+import pytest
+from numpyro.diagnostics import effective_sample_size
+
+import bnn
+from conftest import ridge_posterior
+
+NOISE, PRIOR = 0.3, 0.5
+
+
+@pytest.fixture(scope="module")
+def oracle(linear_data):
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
+    mean, cov = ridge_posterior(x, y, NOISE, PRIOR)
+    return model, x, y, mean, cov
+
+
+def _stacked(fit):
+    """Draws as (num_draws, 4): [kernel (3), bias], the closed form's order."""
+    d = fit.draws
+    return np.concatenate([np.asarray(d["Dense_0.kernel"])[:, :, 0], np.asarray(d["Dense_0.bias"])], axis=1)
+
+
+def test_nuts_matches_the_closed_form_within_monte_carlo_error(oracle):
+    model, x, y, mean, cov = oracle
+    fit = model.fit(x, y, method="nuts", seed=1, num_chains=4, num_warmup=500, num_samples=1000)
+    draws = _stacked(fit).reshape(4, 1000, 4)
+    ess = np.asarray(effective_sample_size(draws))
+    sd = np.sqrt(np.diag(cov))
+    est_mean, est_sd = draws.reshape(-1, 4).mean(0), draws.reshape(-1, 4).std(0)
+    mcse_mean = sd / np.sqrt(ess)
+    mcse_sd = sd / np.sqrt(2 * ess)  # Gaussian approximation of the standard error of a std
+    assert np.all(np.abs(est_mean - mean) < 4 * mcse_mean), (est_mean - mean) / mcse_mean
+    assert np.all(np.abs(est_sd - sd) < 4 * mcse_sd), (est_sd - sd) / mcse_sd
+    assert fit.info["num_divergences"] == 0 and np.all(ess > 500)
+
+
+@pytest.mark.parametrize("hessian", ["ggn", "full"])
+def test_laplace_is_exact_for_the_linear_model(oracle, hessian):
+    model, x, y, mean, cov = oracle
+    fit = model.fit(x, y, method="laplace", hessian=hessian, optimizer=optax.lbfgs(), num_steps=100, num_samples=20000)
+    # precision in ravel order (bias, kernel) -> closed-form order (kernel, bias)
+    order = [1, 2, 3, 0]
+    precision = fit.info["precision"][np.ix_(order, order)]
+    exact_precision = np.linalg.inv(cov)
+    np.testing.assert_allclose(precision, exact_precision, rtol=1e-4, atol=1e-4 * np.abs(exact_precision).max())
+    np.testing.assert_allclose(fit.info["mean"][order], mean, rtol=1e-4)
+    draws = _stacked(fit)
+    se = np.sqrt(np.diag(cov) / draws.shape[0])
+    assert np.all(np.abs(draws.mean(0) - mean) < 4 * se)
+    np.testing.assert_allclose(np.cov(draws.T), cov, atol=4 * np.sqrt(2.0 / draws.shape[0]) * np.abs(cov).max())
+
+
+def test_laplace_evidence_is_the_exact_marginal_likelihood(oracle):
+    """For the linear-Gaussian model log p(y) = log N(y; 0, σ² I + σ_p² X Xᵀ) exactly."""
+    model, x, y, _, _ = oracle
+    fit = model.fit(x, y, method="laplace", optimizer=optax.lbfgs(), num_steps=100, num_samples=10)
+    X = np.concatenate([x.astype(np.float64), np.ones((len(x), 1))], axis=1)
+    from scipy import stats
+
+    exact = stats.multivariate_normal(np.zeros(len(x)), NOISE**2 * np.eye(len(x)) + PRIOR**2 * X @ X.T).logpdf(y[:, 0])
+    assert fit.info["log_evidence"] == pytest.approx(exact, abs=1e-3)
+
+
+def _svi(model, x, y, guide, **options):
+    schedule = optax.exponential_decay(2e-2, transition_steps=2000, decay_rate=0.3)
+    return model.fit(x, y, method="svi", guide=guide, optimizer=optax.adam(schedule), num_samples=20000, **options)
+
+
+def test_fullrank_svi_matches_mean_and_covariance(oracle):
+    model, x, y, mean, cov = oracle
+    fit = _svi(model, x, y, "fullrank", num_steps=8000, num_particles=4)
+    draws = _stacked(fit)
+    sd = np.sqrt(np.diag(cov))
+    # stated tolerance: means within 0.1 posterior sd, covariance within 15 % (relative Frobenius)
+    assert np.all(np.abs(draws.mean(0) - mean) < 0.1 * sd), (draws.mean(0) - mean) / sd
+    rel = np.linalg.norm(np.cov(draws.T) - cov) / np.linalg.norm(cov)
+    assert rel < 0.15, rel
+
+
+def test_mean_field_svi_matches_mean_and_the_conditional_variances(oracle):
+    """For a Gaussian target, mean-field VI recovers the mean exactly and the variances 1 / diag(precision)."""
+    model, x, y, mean, cov = oracle
+    fit = _svi(model, x, y, "normal", num_steps=8000, num_particles=4)
+    draws = _stacked(fit)
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(draws.mean(0) - mean) < 0.1 * sd)
+    mf_sd = 1.0 / np.sqrt(np.diag(np.linalg.inv(cov)))
+    np.testing.assert_allclose(draws.std(0), mf_sd, rtol=0.1)
+
+
+def test_minibatch_and_full_batch_svi_reach_the_same_optimum(oracle):
+    model, x, y, mean, cov = oracle
+    full = _svi(model, x, y, "normal", num_steps=8000, num_particles=4)
+    mini = _svi(model, x, y, "normal", num_steps=8000, num_particles=4, batch_size=10)
+    a, b = _stacked(full), _stacked(mini)
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(a.mean(0) - b.mean(0)) < 0.15 * sd)
+    np.testing.assert_allclose(b.std(0), a.std(0), rtol=0.15)
+
+
+def test_delta_guide_is_map(oracle):
+    model, x, y, mean, _ = oracle
+    fit = model.fit(x, y, method="svi", guide="delta", num_steps=4000)
+    assert fit.num_draws == 1
+    np.testing.assert_allclose(_stacked(fit)[0], mean, atol=2e-3)

@@ -1,0 +1,97 @@
+"""One contract for every method and likelihood: the same Fit surface, shapes and identities."""
+
+import jax
+import numpy as np
+import pytest
+
+import bnn
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
+
+OPTIONS = {
+    "mle": {"num_steps": 200},
+    "map": {"num_steps": 200},
+    "laplace": {"num_steps": 200, "num_samples": 30},
+    "svi": {"num_steps": 200, "num_samples": 30},
+    "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
+}
+DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30}
+
+LIKELIHOODS = {
+    "gaussian": (lambda: bnn.Gaussian(scale=0.1), 1),
+    "learned": (lambda: bnn.Gaussian(), 1),
+    "heteroscedastic": (lambda: bnn.Heteroscedastic(), 2),
+    "bernoulli": (lambda: bnn.Bernoulli(), 1),
+    "categorical": (lambda: bnn.Categorical(), 2),
+}
+
+
+def _data(kind):
+    if kind in ("bernoulli", "categorical"):
+        return bnn.datasets.hill(n=40, seed=0)
+    return bnn.datasets.sine(n=40, seed=0)
+
+
+@pytest.mark.parametrize("kind", list(LIKELIHOODS))
+@pytest.mark.parametrize("method", list(OPTIONS))
+def test_every_method_gives_the_same_fit_surface(method, kind):
+    make, width = LIKELIHOODS[kind]
+    x, y = _data(kind)
+    model = bnn.BNN(bnn.MLP((5, width)), prior=bnn.Normal(1.0), likelihood=make())
+    fit = model.fit(x, y, method=method, seed=0, **OPTIONS[method])
+
+    assert isinstance(fit, bnn.Fit) and fit.method == method
+    assert list(fit.draws) == list(model.latent_sites(x.shape[1]))
+    assert fit.num_draws == DRAWS[method]
+    kernel = fit.samples["params"]["Dense_0"]["kernel"]
+    assert kernel.shape == (DRAWS[method], x.shape[1], 5)
+    assert fit.info["wall_time"] > 0 and fit.info["num_train"] == 40
+    if fit.is_point:
+        assert fit.params["params"]["Dense_0"]["kernel"].shape == (x.shape[1], 5)
+    else:
+        with pytest.raises(AttributeError):
+            fit.params
+
+    x_new = x[:7]
+    pred = fit.predict(x_new)
+    out = 2 if kind == "categorical" else 1
+    assert pred.mean.shape == pred.std.shape == pred.epistemic_std.shape == pred.aleatoric_std.shape == (7, out)
+    assert pred.samples.shape == (DRAWS[method], 7, out)
+    np.testing.assert_allclose(pred.variance, pred.epistemic_var + pred.aleatoric_var, rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(pred.std)))
+    chunked = fit.predict(x_new, batch_size=3)
+    np.testing.assert_allclose(chunked.mean, pred.mean, rtol=1e-5, atol=1e-6)
+    if pred.continuous:
+        lo, hi = pred.interval(0.9)
+        assert lo.shape == (7, out) and np.all(np.asarray(lo) < np.asarray(pred.mean)) and np.all(np.asarray(pred.mean) < np.asarray(hi))
+    else:
+        assert np.all(np.asarray(pred.mutual_information) >= -1e-6)
+        np.testing.assert_allclose(pred.entropy, pred.expected_entropy + pred.mutual_information, rtol=1e-5)
+    if not fit.is_point:
+        assert fit.predict(x_new, num_samples=5).samples.shape == (5, 7, out)
+
+
+def test_fitting_leaves_the_users_arrays_and_network_alone():
+    x, y = bnn.datasets.sine(n=40, seed=0)
+    x0, y0 = x.copy(), y.copy()
+    net = bnn.MLP((5, 1))
+    model = bnn.BNN(net, likelihood=bnn.Gaussian(scale=0.1))
+    init = model.init_params(x, seed=0)
+    init0 = jax.tree.map(np.array, init)
+    model.fit(x, y, method="map", num_steps=20, init_params=init)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, y0)
+    jax.tree.map(np.testing.assert_array_equal, init, init0)
+    assert model.module is net
+
+
+def test_mutual_information_is_zero_for_a_point_fit_and_positive_for_a_posterior():
+    """With one draw there is no epistemic part: MI = 0 exactly and the entropy is all aleatoric."""
+    x, y = bnn.datasets.hill(n=200, seed=0)
+    model = bnn.BNN(bnn.MLP((16, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Bernoulli())
+    laplace = model.fit(x, y, method="laplace", num_steps=1500, num_samples=200)
+    grid = np.random.default_rng(0).uniform(-0.5, 1.5, size=(50, 2)).astype(np.float32)
+    point = laplace.info["map"].predict(grid)
+    np.testing.assert_allclose(point.mutual_information, 0.0, atol=1e-6)
+    np.testing.assert_allclose(point.entropy, point.expected_entropy, rtol=1e-6)
+    assert float(laplace.predict(grid).mutual_information.mean()) > 1e-3
