@@ -16,7 +16,7 @@ that memory stays bounded whatever the number of inputs.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,57 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Elements of one (draws × inputs × outputs) block evaluated at once when chunking.
 CHUNK_ELEMENTS = 1 << 22
+
+
+class Normalizer(NamedTuple):
+    """Training statistics used by ``fit(..., normalize=True)``.
+
+    The model sees ``x̃ = (x − x_mean) / x_scale`` and, for continuous likelihoods,
+    ``ỹ = (y − y_mean) / y_scale``; predictions are mapped back to original units.
+    Constant input columns get ``x_scale = 1``. ``y_mean``/``y_scale`` are ``None`` for
+    class labels, which are never transformed.
+    """
+
+    x_mean: np.ndarray
+    x_scale: np.ndarray
+    y_mean: np.ndarray | None = None
+    y_scale: np.ndarray | None = None
+
+    @classmethod
+    def from_data(cls, x: np.ndarray, y: np.ndarray, continuous: bool) -> Normalizer:
+        def stats(a):
+            scale = a.std(axis=0)
+            return a.mean(axis=0).astype(np.float32), np.where(scale > 0, scale, 1.0).astype(np.float32)
+
+        x_mean, x_scale = stats(x)
+        return cls(x_mean, x_scale, *stats(y)) if continuous else cls(x_mean, x_scale)
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.x_mean[None]) / self.x_scale[None]).astype(np.float32)
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        if self.y_mean is None:
+            return y
+        return ((y - self.y_mean[None]) / self.y_scale[None]).astype(np.float32)
+
+    def log_jacobian(self) -> float:
+        """``−Σ log y_scale``: add it to a log density of ``ỹ`` to get one of ``y`` (per observation)."""
+        return 0.0 if self.y_scale is None else -float(np.sum(np.log(self.y_scale)))
+
+    def predictions(self, pred: Predictions) -> Predictions:
+        """Map predictions of ``ỹ`` back to original units."""
+        if self.y_mean is None:
+            return pred
+        loc, scale = jnp.asarray(self.y_mean)[None, None], jnp.asarray(self.y_scale)[None, None]
+        return Predictions(
+            mean=loc[0] + scale[0] * pred.mean,
+            epistemic_var=jnp.square(scale[0]) * pred.epistemic_var,
+            aleatoric_var=jnp.square(scale[0]) * pred.aleatoric_var,
+            samples=loc + scale * pred.samples,
+            variance_samples=jnp.square(scale) * pred.variance_samples,
+            y_samples=None if pred.y_samples is None else loc + scale * pred.y_samples,
+            kind=pred.kind,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +295,9 @@ class Fit:
       linearize_at: network parameters ``{path: array}`` around which predictions use the
         linearised network ``f(θ*) + J(θ − θ*)`` (the GLM predictive of a Laplace fit);
         ``None`` evaluates the network itself at every draw.
+      normalizer: the training statistics of ``fit(..., normalize=True)`` (``None`` when the
+        model was fitted on the data as given). Draws act on standardised data; every
+        prediction is returned in original units.
     """
 
     model: Any
@@ -252,6 +306,7 @@ class Fit:
     num_features: int
     info: dict = dataclasses.field(default_factory=dict)
     linearize_at: dict | None = None
+    normalizer: Normalizer | None = None
 
     @property
     def num_draws(self) -> int:
@@ -309,8 +364,11 @@ class Fit:
             idx = np.round(np.linspace(0, self.num_draws - 1, num_samples)).astype(int)
             draws = jax.tree.map(lambda a: a[idx], draws)
         y_key = None if seed is None else _checks.as_seed_key(seed)
-        return predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key,
+        if self.normalizer is not None:
+            x = self.normalizer.inputs(x)
+        pred = predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key,
                                       linearize_at=self.linearize_at)
+        return pred if self.normalizer is None else self.normalizer.predictions(pred)
 
     def __repr__(self) -> str:
         wall = self.info.get("wall_time")

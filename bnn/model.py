@@ -11,6 +11,7 @@ observed site ``"y"`` inside a ``"data"`` plate. Every way of fitting the networ
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -257,7 +258,7 @@ class BNN:
         draws = self.sample_prior(x.shape[1], num_samples, key_params)
         return predictions_from_draws(self, draws, x, batch_size=batch_size, y_key=key_y)
 
-    def fit(self, x, y, method: str = "map", seed=0, **options):
+    def fit(self, x, y, method: str = "map", seed=0, normalize: bool = False, **options):
         """Fit the model to data and return a :class:`bnn.Fit`.
 
         Args:
@@ -271,6 +272,9 @@ class BNN:
             * ``"svi"`` — variational inference, :func:`bnn.inference.svi.fit_svi`;
             * ``"laplace"`` — Gaussian around the MAP, :func:`bnn.inference.laplace.fit_laplace`.
           seed: int or JAX key.
+          normalize: standardise inputs (and, for continuous likelihoods, targets) with the
+            training mean and std before fitting; predictions come back in original units.
+            ``False`` (default) fits the data as given, so priors act on the weights as written.
           **options: the method's options (see those functions); unknown names raise ``TypeError``.
 
         Example:
@@ -280,7 +284,20 @@ class BNN:
         method = _checks.one_of(method, "method", METHODS)
         from bnn.inference import FITTERS
 
-        return FITTERS[method](self, x, y, seed=seed, **options)
+        if not isinstance(normalize, bool):
+            raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")
+        if not normalize:
+            return FITTERS[method](self, x, y, seed=seed, **options)
+        from bnn.fit import Normalizer
+        from bnn.inference.optimize import prepare_data
+
+        x, y = prepare_data(self, x, y)
+        normalizer = Normalizer.from_data(x, y, self.likelihood.continuous)
+        if isinstance(options.get("validation"), tuple) and len(options["validation"]) == 2:
+            xv, yv = prepare_data(self, *options["validation"])
+            options["validation"] = (normalizer.inputs(xv), normalizer.targets(yv))
+        fit = FITTERS[method](self, normalizer.inputs(x), normalizer.targets(y), seed=seed, **options)
+        return dataclasses.replace(fit, normalizer=normalizer)
 
     def compiled(self, key, build):
         """A compiled function cached on the model under ``key`` (built once by ``build()``)."""
