@@ -11,12 +11,22 @@ and sampled from its prior predictive.
 >>> pred = fit.predict(bnn.datasets.sine_grid())
 """
 
-from bnn import datasets, metrics, plot
-from bnn.fit import Fit, Predictions
-from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Heteroscedastic, Likelihood
-from bnn.model import BNN
-from bnn.nets import MLP, Polynomial
-from bnn.priors import FanInNormal, Normal, Prior, prior_scale_to_weight_decay, weight_decay_to_prior_scale
+import numpyro as _numpyro
+
+# arviz_base registers numpyro through lazy_loader. If numpyro's submodules are then
+# imported before the lazy module itself has loaded, numpyro.distributions ends up
+# without its `distribution` attribute and numpyro.factor fails inside NUTS. Touching
+# an attribute loads the module first, so `import arviz; import bnn` works too.
+_numpyro.__version__
+
+from bnn import datasets, diagnostics, metrics, plot  # noqa: E402
+from bnn.compare import compare  # noqa: E402
+from bnn.diagnostics import Diagnostics, diagnose, to_arviz  # noqa: E402
+from bnn.fit import Fit, Normalizer, Predictions  # noqa: E402
+from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Heteroscedastic, Likelihood  # noqa: E402
+from bnn.model import BNN  # noqa: E402
+from bnn.nets import MLP, Polynomial  # noqa: E402
+from bnn.priors import FanInNormal, Normal, Prior, prior_scale_to_weight_decay, weight_decay_to_prior_scale  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,9 +44,15 @@ __all__ = [
     "Categorical",
     "Fit",
     "Predictions",
+    "Normalizer",
+    "compare",
+    "diagnose",
+    "Diagnostics",
+    "to_arviz",
     "prior_scale_to_weight_decay",
     "weight_decay_to_prior_scale",
     "datasets",
+    "diagnostics",
     "metrics",
     "plot",
     "__version__",

@@ -214,16 +214,27 @@ def _chunk_size(num_draws: int, n: int, width: int, batch_size: int | None) -> i
     return max(1, min(n, CHUNK_ELEMENTS // max(1, num_draws * width)))
 
 
+def network_outputs(model: BNN, draw: dict, x: jax.Array, center: dict | None) -> jax.Array:
+    """Network outputs ``(n, width)`` for one draw; linearised around ``center`` when given."""
+    if center is None:
+        return model.apply(draw, x)
+    tangent = {k: draw[k] - center[k] for k in center}  # f(θ*) + J(θ*)(θ − θ*)
+    f_star, df = jax.jvp(lambda p: model.apply({**draw, **p}, x), (center,), (tangent,))
+    return f_star + df
+
+
+def _build_log_likelihood(model: BNN):
+    def per_draw(draw, x, y, center):
+        return model.likelihood.log_prob(network_outputs(model, draw, x, center), y, draw)
+
+    return jax.jit(jax.vmap(per_draw, in_axes=(0, None, None, None)))
+
+
 def _build_moments(model: BNN, with_y: bool):
     likelihood = model.likelihood
 
     def per_draw(draw, xb, key, center):
-        if center is None:
-            f = model.apply(draw, xb)
-        else:  # linearised network: f(θ*) + J(θ*)(θ − θ*)
-            tangent = {k: draw[k] - center[k] for k in center}
-            f_star, df = jax.jvp(lambda p: model.apply({**draw, **p}, xb), (center,), (tangent,))
-            f = f_star + df
+        f = network_outputs(model, draw, xb, center)
         mean, var = likelihood.moments(f, draw)
         if not with_y:
             return mean, var, None
@@ -298,6 +309,7 @@ class Fit:
       normalizer: the training statistics of ``fit(..., normalize=True)`` (``None`` when the
         model was fitted on the data as given). Draws act on standardised data; every
         prediction is returned in original units.
+      data: the training data ``(x, y)`` in original units (kept for ``to_arviz`` and ``diagnose``).
     """
 
     model: Any
@@ -307,6 +319,7 @@ class Fit:
     info: dict = dataclasses.field(default_factory=dict)
     linearize_at: dict | None = None
     normalizer: Normalizer | None = None
+    data: tuple | None = None
 
     @property
     def num_draws(self) -> int:
@@ -369,6 +382,45 @@ class Fit:
         pred = predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key,
                                       linearize_at=self.linearize_at)
         return pred if self.normalizer is None else self.normalizer.predictions(pred)
+
+    @property
+    def num_chains(self) -> int:
+        """Chains the draws come from (NUTS); other methods' draws count as one chain."""
+        return int(self.info.get("num_chains", 1))
+
+    def log_likelihood(self, x=None, y=None) -> np.ndarray:
+        """Pointwise log-likelihood ``log p(yᵢ | xᵢ, θₛ)``, shape ``(draws, n)``, in original units.
+
+        Defaults to the training data. With ``normalize=True`` the Jacobian of the target
+        scaling is included, so the values are densities of ``y`` as given.
+        """
+        x, y = self._data_or(x, y)
+        if self.normalizer is not None:
+            x, y = self.normalizer.inputs(x), self.normalizer.targets(y)
+        fn = self.model.compiled(("log_likelihood",), lambda: _build_log_likelihood(self.model))
+        out = np.asarray(fn(self.draws, jnp.asarray(x), jnp.asarray(y), self.linearize_at))
+        return out + (0.0 if self.normalizer is None else self.normalizer.log_jacobian())
+
+    def _data_or(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        """Validated ``(x, y)``: the given data, or the training data when both are ``None``."""
+        if x is None and y is None:
+            if self.data is None:
+                raise ValueError("this fit holds no training data; pass `x` and `y`.")
+            return self.data
+        if x is None or y is None:
+            raise ValueError("pass both `x` and `y`, or neither (to use the training data).")
+        from bnn.inference.optimize import prepare_data
+
+        x, y = prepare_data(self.model, x, y)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"`x` must have {self.num_features} feature column(s); got shape {x.shape}.")
+        return x, y
+
+    def to_arviz(self, x=None, y=None, num_prior_samples: int | None = None, seed=0):
+        """This fit as an ArviZ DataTree (see :func:`bnn.diagnostics.to_arviz`)."""
+        from bnn.diagnostics import to_arviz
+
+        return to_arviz(self, x, y, num_prior_samples=num_prior_samples, seed=seed)
 
     def __repr__(self) -> str:
         wall = self.info.get("wall_time")

@@ -284,20 +284,20 @@ class BNN:
         method = _checks.one_of(method, "method", METHODS)
         from bnn.inference import FITTERS
 
-        if not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")
-        if not normalize:
-            return FITTERS[method](self, x, y, seed=seed, **options)
         from bnn.fit import Normalizer
         from bnn.inference.optimize import prepare_data
 
+        if not isinstance(normalize, bool):
+            raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")
         x, y = prepare_data(self, x, y)
+        if not normalize:
+            return dataclasses.replace(FITTERS[method](self, x, y, seed=seed, **options), data=(x, y))
         normalizer = Normalizer.from_data(x, y, self.likelihood.continuous)
         if isinstance(options.get("validation"), tuple) and len(options["validation"]) == 2:
             xv, yv = prepare_data(self, *options["validation"])
             options["validation"] = (normalizer.inputs(xv), normalizer.targets(yv))
         fit = FITTERS[method](self, normalizer.inputs(x), normalizer.targets(y), seed=seed, **options)
-        return dataclasses.replace(fit, normalizer=normalizer)
+        return dataclasses.replace(fit, normalizer=normalizer, data=(x, y))
 
     def compiled(self, key, build):
         """A compiled function cached on the model under ``key`` (built once by ``build()``)."""

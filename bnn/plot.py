@@ -90,3 +90,52 @@ def loss_curve(fit: Fit, ax=None, title: str | None = "Training objective"):
     if title:
         ax.set_title(title)
     return ax
+
+
+def calibration(pred: Predictions, y, ax=None, levels=None, label: str = "model", color: str = "C0",
+                title: str | None = "Interval calibration"):
+    """Observed vs nominal coverage of central predictive intervals, with the ideal diagonal.
+
+    Points below the diagonal mean intervals that are too narrow (over-confident).
+    ``levels`` defaults to those of :func:`bnn.metrics.calibration_curve`.
+    """
+    from bnn import metrics
+
+    ax = _axes(ax)
+    nominal, observed = metrics.calibration_curve(pred, y) if levels is None else metrics.calibration_curve(pred, y, levels)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    ax.plot(nominal, observed, "o-", color=color, ms=4, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("nominal coverage of central interval")
+    ax.set_ylabel("observed coverage")
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def reliability(probs, labels, ax=None, bins: int = 10, label: str = "model", color: str = "C0",
+                title: str | None = "Reliability diagram"):
+    """Accuracy vs top-label confidence per equal-width bin (bars), with the ideal diagonal and the ECE."""
+    from bnn import metrics
+
+    ax = _axes(ax)
+    confidence, accuracy, counts = metrics.reliability_curve(probs, labels, bins)
+    error = metrics.ece(probs, labels, bins)
+    edges = np.linspace(0.0, 1.0, len(counts) + 1)
+    full = counts > 0
+    ax.bar(edges[:-1][full], accuracy[full], width=np.diff(edges)[full], align="edge", color=color, alpha=0.6,
+           edgecolor="k", lw=0.5, label=f"{label} (ECE = {error:.3f})")
+    ax.plot(confidence[full], accuracy[full], "o", color="k", ms=3)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.set_xlabel("confidence (top-label probability)")
+    ax.set_ylabel("accuracy")
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title)
+    return ax

@@ -34,3 +34,17 @@ def ridge_posterior(x, y, noise_scale, prior_scale):
     cov = np.linalg.inv(precision)
     mean = cov @ X.T @ np.asarray(y, np.float64)[:, 0] / noise_scale**2
     return mean, cov
+
+
+@pytest.fixture(scope="session")
+def sine_nuts():
+    """NUTS on the sine toy (40 points, [10, 10, 1] tanh, σ = 0.1, Normal(0, 1)): 2 × 300 draws."""
+    import warnings
+
+    import bnn
+
+    x, y = bnn.datasets.sine(n=40, noise=0.1, seed=0)
+    model = bnn.BNN(bnn.MLP((10, 10, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a few divergences are expected on this posterior
+        return model.fit(x, y, method="nuts", seed=0, num_chains=2, num_warmup=300, num_samples=300)

@@ -27,3 +27,20 @@ def test_import_is_free_of_side_effects():
     code = "import jax; import bnn; print(jax.config.jax_compilation_cache_dir, jax.config.jax_enable_x64)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["None", "False"]
+
+
+def test_importing_arviz_first_does_not_break_numpyro():
+    """arviz_base loads numpyro lazily; bnn must still sample models with constrained sites."""
+    import subprocess
+    import sys
+
+    code = (
+        "import arviz, bnn, numpy as np\n"
+        "x = np.linspace(-1, 1, 20, dtype=np.float32)[:, None]\n"
+        "fit = bnn.BNN(bnn.MLP((1,)), likelihood=bnn.Gaussian()).fit(x, 2 * x, method='nuts', num_chains=1, "
+        "num_warmup=5, num_samples=5)\n"
+        "print(fit.num_draws)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.strip().endswith("5")

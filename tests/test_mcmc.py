@@ -31,8 +31,8 @@ def _check_sine_behaviour(fit):
     return covered
 
 
-def test_sine_toy_interval_covers_and_epistemic_grows_outside_the_data():
-    fit = _sine_nuts(num_chains=2, num_warmup=300, num_samples=300)
+def test_sine_toy_interval_covers_and_epistemic_grows_outside_the_data(sine_nuts):
+    fit = sine_nuts
     assert fit.num_draws == 600 and fit.info["sample_stats"]["diverging"].shape == (2, 300)
     _check_sine_behaviour(fit)
 

@@ -1,0 +1,95 @@
+"""One table over any set of fits: the package's answer to "MAP vs posterior"."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from bnn import metrics
+from bnn.fit import Fit
+
+LEVELS = (0.5, 0.9, 0.95)
+#: Pareto k above which PSIS-LOO is unreliable (Vehtari et al., 2024: 0.7 for large S).
+PARETO_K_LIMIT = 0.7
+
+
+def _elpd_loo(name: str, fit: Fit) -> dict:
+    """PSIS-LOO on the training data; NaN for point fits, where it is not defined."""
+    if fit.is_point or fit.data is None:
+        return {"elpd_loo": np.nan, "elpd_loo_se": np.nan, "pareto_k_max": np.nan}
+    import arviz
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # we report Pareto k ourselves
+        loo = arviz.loo(fit.to_arviz())
+    k = np.asarray(loo.pareto_k)
+    bad = int(np.sum(k > PARETO_K_LIMIT))
+    if bad:
+        warnings.warn(
+            f"{name}: {bad} of {k.size} training points have Pareto k > {PARETO_K_LIMIT}; its elpd_loo is unreliable "
+            "(influential points, or too few / too approximate posterior draws).",
+            UserWarning,
+            stacklevel=3,
+        )
+    return {"elpd_loo": float(loo.elpd), "elpd_loo_se": float(loo.se), "pareto_k_max": float(np.max(k))}
+
+
+def _row(fit: Fit, x, y, levels) -> dict:
+    pred = fit.predict(x)
+    if pred.continuous:
+        row = {
+            "rmse": float(np.mean(metrics.rmse(pred.mean, y))),
+            "mae": float(np.mean(metrics.mae(pred.mean, y))),
+            "nll": float(np.mean(metrics.nll(pred, y))),
+            "crps": float(np.mean(metrics.crps_predictive(pred, y))),
+        }
+        for level in levels:
+            pct = round(100 * level)
+            row[f"coverage_{pct}"] = float(np.mean(metrics.coverage(pred, y, level)))
+            row[f"width_{pct}"] = float(np.mean(metrics.interval_width(pred, level)))
+    else:
+        row = {
+            "accuracy": float(np.mean(metrics.accuracy(pred, y))),
+            "nll": float(np.mean(metrics.nll(pred, y))),
+            "brier": float(np.mean(metrics.brier(pred, y))),
+            "ece": float(metrics.ece(pred.probs, y)),
+        }
+    return row
+
+
+def compare(fits: Mapping[str, Fit], x_test, y_test, levels=LEVELS, loo: bool = True):
+    """Evaluate fits on held-out data, side by side.
+
+    Args:
+      fits: name -> :class:`bnn.Fit` (e.g. ``{"MAP": map_fit, "NUTS": nuts_fit}``).
+      x_test, y_test: held-out data, in original units.
+      levels: central interval levels for coverage and width (continuous targets).
+      loo: add PSIS-LOO ``elpd_loo`` (with its standard error and the largest Pareto k)
+        on each fit's training data; NaN for point fits. A warning names any fit
+        with Pareto k > 0.7.
+
+    Returns:
+      a pandas DataFrame, one row per fit: test ``rmse``, ``mae``, ``nll`` (mean negative
+      log predictive density), ``crps``, ``coverage_<level>``, ``width_<level>`` — or for
+      classifiers ``accuracy``, ``nll``, ``brier``, ``ece`` — then ``elpd_loo``,
+      ``elpd_loo_se``, ``pareto_k_max``, ``num_draws``, ``wall_time``.
+    """
+    import pandas as pd
+
+    if not isinstance(fits, Mapping) or not fits:
+        raise TypeError("`fits` must be a non-empty dict of name -> bnn.Fit.")
+    for name, fit in fits.items():
+        if not isinstance(fit, Fit):
+            raise TypeError(f"`fits[{name!r}]` must be a bnn.Fit; got {type(fit).__name__}.")
+    rows = {}
+    for name, fit in fits.items():
+        row = _row(fit, x_test, y_test, levels)
+        if loo:
+            row.update(_elpd_loo(name, fit))
+        row.update(num_draws=fit.num_draws, wall_time=float(fit.info.get("wall_time", np.nan)))
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "fit"
+    return table
