@@ -1,8 +1,9 @@
 """The ``bnn`` command.
 
 ``bnn demo`` runs the whole story on the embedded sine toy: prior predictive
-functions, MLE and MAP fits, their predictive bands, and a metrics table on held-out
-data, written as figures, CSV/Markdown tables and a ``report.md`` into ``--out``.
+functions; MLE, MAP, Laplace, SVI and NUTS fits of one network; their predictive
+bands; a comparison table on held-out data and NUTS's function-space diagnostics,
+written as figures, a CSV table and a ``report.md`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -28,27 +29,48 @@ def _enable_compilation_cache() -> None:
 
 
 def _markdown_table(frame) -> str:
-    cols = ["method", *frame.columns]
+    import numpy as np
+
+    cols = ["fit", *frame.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, row in frame.iterrows():
-        cells = [str(name)] + [f"{v:.4g}" if isinstance(v, float) else str(v) for v in row]
+        cells = [str(name)] + [f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v) for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _settings(fast: bool) -> dict:
+    """Per-method options: ``fast`` runs in seconds (smoke tests), the default in minutes."""
+    if fast:
+        return {
+            "MLE": ("mle", {"num_steps": 500}),
+            "MAP": ("map", {"num_steps": 500}),
+            "Laplace": ("laplace", {"num_steps": 500, "num_samples": 200}),
+            "SVI": ("svi", {"guide": "normal", "num_steps": 500, "num_samples": 200}),
+            "NUTS": ("nuts", {"num_chains": 2, "num_warmup": 100, "num_samples": 100}),
+        }
+    return {
+        "MLE": ("mle", {"num_steps": 5000}),
+        "MAP": ("map", {"num_steps": 5000}),
+        "Laplace": ("laplace", {"num_steps": 5000, "num_samples": 1000}),
+        "SVI": ("svi", {"guide": "normal", "num_steps": 20000, "num_samples": 1000}),
+        "NUTS": ("nuts", {"num_chains": 4, "num_warmup": 500, "num_samples": 500}),
+    }
+
+
 def run_demo(out: Path, fast: bool = False, seed: int = 0) -> dict:
     """Run the demo and write its report into ``out``. Returns the paths written."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    import pandas as pd
 
     import bnn
 
     out.mkdir(parents=True, exist_ok=True)
-    steps = 500 if fast else 5000
     noise = 0.1
     x, y = bnn.datasets.sine(n=40, noise=noise, seed=seed)
     x_test, y_test = bnn.datasets.sine(n=200, noise=noise, seed=seed + 1)
@@ -63,51 +85,54 @@ def run_demo(out: Path, fast: bool = False, seed: int = 0) -> dict:
     ax.figure.savefig(written["prior_functions"], dpi=120, bbox_inches="tight")
     plt.close(ax.figure)
 
-    fits = {}
-    for method in ("mle", "map"):
-        fits[method.upper()] = model.fit(x, y, method=method, seed=seed, num_steps=steps)
+    fits, caught = {}, []
+    for name, (method, options) in _settings(fast).items():
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", UserWarning)
+            fits[name] = model.fit(x, y, method=method, seed=seed, **options)
+        caught += [f"{name}: {w.message}" for w in seen]
 
-    fig, axes = plt.subplots(1, len(fits), figsize=(6 * len(fits), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(fits), figsize=(4.2 * len(fits), 3.6), sharey=True)
     for ax, (name, fit) in zip(np.atleast_1d(axes), fits.items()):
         bnn.plot.predictive(fit.predict(grid), grid, x, y, ax=ax, truth=truth, label=name, title=name)
+        ax.set_ylim(-2.5, 2.0)
     written["predictive"] = out / "predictive.png"
-    fig.savefig(written["predictive"], dpi=120, bbox_inches="tight")
+    fig.savefig(written["predictive"], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for fit in fits.values():
-        bnn.plot.loss_curve(fit, ax=ax, title="Training objective (negative log density per point)")
+    for name in ("MLE", "MAP"):
+        bnn.plot.loss_curve(fits[name], ax=ax, title="Training objective (negative log density per point)")
     ax.set_yscale("symlog")
     written["loss"] = out / "loss.png"
     fig.savefig(written["loss"], dpi=120, bbox_inches="tight")
     plt.close(fig)
 
-    rows = {}
-    for name, fit in fits.items():
-        pred = fit.predict(x_test)
-        rows[name] = {
-            "test_rmse": float(bnn.metrics.rmse(pred.mean, y_test)[0]),
-            "test_nll": float(bnn.metrics.nll(pred, y_test).mean()),
-            "coverage_90": float(bnn.metrics.coverage(pred, y_test, 0.9).mean()),
-            "width_90": float(bnn.metrics.interval_width(pred, 0.9).mean()),
-            "wall_time_s": float(fit.info["wall_time"]),
-        }
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table.index.name = "method"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", UserWarning)
+        table = bnn.compare(fits, x_test, y_test)
+    caught += [str(w.message) for w in seen]
     written["metrics_csv"] = out / "metrics.csv"
     table.to_csv(written["metrics_csv"])
+    diagnosis = bnn.diagnose(fits["NUTS"], grid)
+    shown = ["rmse", "nll", "crps", "coverage_90", "width_90", "elpd_loo", "num_draws", "wall_time"]
     written["report"] = out / "report.md"
     written["report"].write_text(
         "# bnn demo: the sine toy\n\n"
         f"Data: {len(x)} points of f(x) = x sin(5x) + N(0, {noise}²), x ~ U(-1, 1); "
         f"test: {len(x_test)} fresh points from the same process.\n"
         f"Model: MLP (10, 10, 1) tanh, prior Normal(0, 1) on every weight, Gaussian noise σ = {noise}.\n"
-        f"Optimisation: Adam (1e-2), {steps} full-batch steps, seed {seed}.\n\n"
+        f"Settings: {'fast (smoke test)' if fast else 'full'}, seed {seed}.\n\n"
         "## Prior predictive functions\n\n![prior functions](prior_functions.png)\n\n"
-        "## MLE vs MAP (MAP = MLE + L2 penalty with λ = σ²/(N σ_p²) = "
-        f"{bnn.prior_scale_to_weight_decay(1.0, noise, len(x)):.3g} on the MSE)\n\n"
+        "## Fits: MLE, MAP (= MLE + L2 with λ = σ²/(N σ_p²) = "
+        f"{bnn.prior_scale_to_weight_decay(1.0, noise, len(x)):.3g} on the MSE), Laplace, SVI, NUTS\n\n"
         "![predictive](predictive.png)\n\n![loss](loss.png)\n\n"
-        "## Test metrics\n\n" + _markdown_table(table) + "\n"
+        "## Test metrics\n\n" + _markdown_table(table[shown]) + "\n\n"
+        "nll: mean negative log predictive density; crps: continuous ranked probability score; "
+        "coverage/width: central 90 % predictive interval; elpd_loo: PSIS-LOO on the training data "
+        "(undefined for point fits).\n\n"
+        f"## NUTS diagnostics (function space, {len(grid)} inputs on [-1.5, 1.5])\n\n{diagnosis.verdict}\n"
+        + ("\n## Warnings\n\n" + "\n".join(f"- {c}" for c in caught) + "\n" if caught else "")
     )
     return written
 

@@ -13,6 +13,8 @@ from bnn.fit import Fit
 LEVELS = (0.5, 0.9, 0.95)
 #: Pareto k above which PSIS-LOO is unreliable (Vehtari et al., 2024: 0.7 for large S).
 PARETO_K_LIMIT = 0.7
+#: Fewest posterior draws for which PSIS-LOO is attempted.
+MIN_LOO_DRAWS = 100
 
 
 def _elpd_loo(name: str, fit: Fit) -> dict:
@@ -21,11 +23,23 @@ def _elpd_loo(name: str, fit: Fit) -> dict:
         return {"elpd_loo": np.nan, "elpd_loo_se": np.nan, "pareto_k_max": np.nan}
     import arviz
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # we report Pareto k ourselves
-        loo = arviz.loo(fit.to_arviz())
+    if fit.num_draws < MIN_LOO_DRAWS:
+        warnings.warn(
+            f"{name}: PSIS-LOO is not available with {fit.num_draws} draws (it needs at least {MIN_LOO_DRAWS} to fit "
+            "the tail of the importance weights); elpd_loo is NaN.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return {"elpd_loo": np.nan, "elpd_loo_se": np.nan, "pareto_k_max": np.nan}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # we report Pareto k ourselves
+            loo = arviz.loo(fit.to_arviz())
+    except ValueError as err:  # e.g. too few draws to fit the Pareto tail
+        warnings.warn(f"{name}: PSIS-LOO is not available ({err}); elpd_loo is NaN.", UserWarning, stacklevel=3)
+        return {"elpd_loo": np.nan, "elpd_loo_se": np.nan, "pareto_k_max": np.nan}
     k = np.asarray(loo.pareto_k)
-    bad = int(np.sum(k > PARETO_K_LIMIT))
+    bad = int(np.sum(~(k <= PARETO_K_LIMIT)))  # NaN counts as unreliable
     if bad:
         warnings.warn(
             f"{name}: {bad} of {k.size} training points have Pareto k > {PARETO_K_LIMIT}; its elpd_loo is unreliable "

@@ -23,6 +23,8 @@ from bnn.fit import Fit, Predictions
 
 #: Vehtari et al. (2021): R-hat above this means the chains disagree.
 RHAT_THRESHOLD = 1.01
+#: Weight-space R-hat above which the verdict remarks that chains sit in equivalent modes.
+WEIGHT_RHAT_NOTE = 1.1
 #: Bulk and tail ESS wanted per chain (Vehtari et al. recommend at least 100 per chain).
 ESS_PER_CHAIN = 100
 
@@ -240,7 +242,7 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
             f"converged in function space: R-hat ≤ {np.nanmax(rhat):.3f} and ESS ≥ {np.nanmin(np.minimum(bulk, tail)):.0f} "
             f"at all {n_out[0]} inputs, no divergences."
         )
-    if worst_weight > rhat_threshold and not bad_rhat.any():
+    if worst_weight > WEIGHT_RHAT_NOTE and not bad_rhat.any():
         verdict += (
             f" (Weight-space R-hat reaches {worst_weight:.3g}: chains sit in different but equivalent modes, e.g. "
             "permuted hidden units; predictions agree.)"

@@ -103,7 +103,7 @@ def brier(pred: Predictions, y) -> jnp.ndarray:
 # CRPS
 # --------------------------------------------------------------------------------------
 
-#: Elements of one (draws × draws × n × out) block in the pairwise term of ``crps_predictive``.
+#: Elements of one (block × block × n × out) tile of draw pairs in ``crps_predictive``.
 CRPS_CHUNK_ELEMENTS = 1 << 22
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -211,26 +211,30 @@ def _abs_moment(mu: jnp.ndarray, var: jnp.ndarray) -> jnp.ndarray:
 def _crps_mixture(m: jnp.ndarray, v: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
     """CRPS of the equal-weight mixture ``(1/S) Σₛ Normal(mₛ, vₛ)`` at ``y``.
 
-    ``m`` ``(S, n, out)``, ``v`` ``(S, n or 1, out)``, ``y`` ``(n, out)``. The pairwise term is
-    summed over blocks of draws so memory stays bounded for many draws.
+    ``m`` ``(S, n, out)``, ``v`` ``(S, n or 1, out)``, ``y`` ``(n, out)``. The pairwise term
+    ``Σᵢⱼ A(mᵢ − mⱼ, vᵢ + vⱼ)`` is symmetric in ``(i, j)``, so it is summed over the upper
+    triangle of (block × block) tiles of draws, off-diagonal tiles counted twice: half the
+    work of the full square, and memory bounded by ``CRPS_CHUNK_ELEMENTS`` per tile.
     """
     s, n, out = m.shape
     v = jnp.broadcast_to(v, m.shape)
     first = jnp.mean(_abs_moment(y[None] - m, v), axis=0)
-    block = max(1, min(s, CRPS_CHUNK_ELEMENTS // max(1, s * n * out)))
+    block = max(1, min(s, math.isqrt(max(1, CRPS_CHUNK_ELEMENTS // max(1, n * out)))))
     num_blocks = -(-s // block)
     pad = num_blocks * block - s
-    weight = jnp.concatenate([jnp.ones((s,), m.dtype), jnp.zeros((pad,), m.dtype)])
+    weight = jnp.concatenate([jnp.ones((s,), m.dtype), jnp.zeros((pad,), m.dtype)])  # padding draws weigh 0
     mb = jnp.concatenate([m, jnp.repeat(m[-1:], pad, axis=0)]).reshape((num_blocks, block, n, out))
     vb = jnp.concatenate([v, jnp.repeat(v[-1:], pad, axis=0)]).reshape((num_blocks, block, n, out))
     wb = weight.reshape((num_blocks, block))
+    rows, cols = np.triu_indices(num_blocks)
 
-    def one(args):
-        mi, vi, wi = args  # (block, n, out), (block, n, out), (block,)
-        pair = _abs_moment(mi[:, None] - m[None], vi[:, None] + v[None])  # (block, S, n, out)
-        return jnp.einsum("b,bsno->no", wi, pair)
+    def tile(args):
+        i, j, twice = args
+        pair = _abs_moment(mb[i][:, None] - mb[j][None], vb[i][:, None] + vb[j][None])  # (block, block, n, out)
+        return twice * jnp.einsum("ab,abno->no", wb[i][:, None] * wb[j][None], pair)
 
-    second = jnp.sum(jax.lax.map(one, (mb, vb, wb)), axis=0) / (s * s)
+    tiles = (jnp.asarray(rows), jnp.asarray(cols), jnp.asarray(np.where(rows == cols, 1.0, 2.0), m.dtype))
+    second = jnp.sum(jax.lax.map(tile, tiles), axis=0) / (s * s)
     return first - 0.5 * second
 
 
@@ -243,8 +247,8 @@ def crps_predictive(pred: Predictions, y) -> jnp.ndarray:
     ``(1/S) Σᵢ A(y − mᵢ, vᵢ) − 1/(2S²) Σᵢⱼ A(mᵢ − mⱼ, vᵢ + vⱼ)``,
     ``A(μ, σ²) = 2σφ(μ/σ) + μ(2Φ(μ/σ) − 1)``.
 
-    The pairwise term costs O(S²) per point; it is evaluated in blocks of draws, so memory
-    stays bounded. With one draw (MLE / MAP) this is :func:`crps_gaussian`.
+    The pairwise term costs O(S²) per point (about S²/2 evaluations); it is evaluated in tiles
+    of draws, so memory stays bounded. With one draw (MLE / MAP) this is :func:`crps_gaussian`.
     """
     _continuous(pred, "the CRPS of a predictive distribution")
     return _crps_mixture(pred.samples, pred.variance_samples, _targets(y, pred.mean))
