@@ -17,6 +17,24 @@ def _axes(ax):
     return ax
 
 
+def _finish(ax, xlabel: str, ylabel: str, title: str | None, legend_size=None):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="best", fontsize=legend_size)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _unit_square(ax, xlabel: str, ylabel: str, title: str | None):
+    """Axes on [0, 1]² with the ideal diagonal, for calibration-type plots."""
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    return _finish(ax, xlabel, ylabel, title)
+
+
 def _grid(x, pred: Predictions) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 2 and x.shape[1] == 1:
@@ -66,12 +84,7 @@ def predictive(pred: Predictions, x, x_train=None, y_train=None, ax=None, level:
         ax.plot(xs[order], np.asarray(truth).reshape(-1)[order], "k--", lw=1.2, label="true function")
     if x_train is not None and y_train is not None:
         ax.scatter(np.asarray(x_train).reshape(-1), np.asarray(y_train).reshape(-1), s=14, color="k", zorder=3, label="data")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
-    ax.legend(loc="best", fontsize="small")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "x", "y", title, legend_size="small")
 
 
 def loss_curve(fit: Fit, ax=None, title: str | None = "Training objective"):
@@ -84,12 +97,7 @@ def loss_curve(fit: Fit, ax=None, title: str | None = "Training objective"):
     if "val_loss" in fit.info:
         val = np.asarray(fit.info["val_loss"])
         ax.plot(np.linspace(loss.size / val.size, loss.size, val.size), val, "o-", ms=3, label="validation NLL")
-    ax.set_xlabel("step")
-    ax.set_ylabel("negative log density per point")
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _finish(ax, "step", "negative log density per point", title)
 
 
 def calibration(pred: Predictions, y, ax=None, levels=None, label: str = "model", color: str = "C0",
@@ -103,17 +111,8 @@ def calibration(pred: Predictions, y, ax=None, levels=None, label: str = "model"
 
     ax = _axes(ax)
     nominal, observed = metrics.calibration_curve(pred, y) if levels is None else metrics.calibration_curve(pred, y, levels)
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
     ax.plot(nominal, observed, "o-", color=color, ms=4, label=label)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
-    ax.set_xlabel("nominal coverage of central interval")
-    ax.set_ylabel("observed coverage")
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _unit_square(ax, "nominal coverage of central interval", "observed coverage", title)
 
 
 def reliability(probs, labels, ax=None, bins: int = 10, label: str = "model", color: str = "C0",
@@ -129,13 +128,4 @@ def reliability(probs, labels, ax=None, bins: int = 10, label: str = "model", co
     ax.bar(edges[:-1][full], accuracy[full], width=np.diff(edges)[full], align="edge", color=color, alpha=0.6,
            edgecolor="k", lw=0.5, label=f"{label} (ECE = {error:.3f})")
     ax.plot(confidence[full], accuracy[full], "o", color="k", ms=3)
-    ax.plot([0, 1], [0, 1], "k--", lw=1, label="ideal")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
-    ax.set_xlabel("confidence (top-label probability)")
-    ax.set_ylabel("accuracy")
-    ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _unit_square(ax, "confidence (top-label probability)", "accuracy", title)
