@@ -43,11 +43,11 @@ def _settings(fast: bool) -> dict:
     """Per-method options: ``fast`` runs in seconds (smoke tests), the default in minutes."""
     if fast:
         return {
-            "MLE": ("mle", {"num_steps": 500}),
-            "MAP": ("map", {"num_steps": 500}),
-            "Laplace": ("laplace", {"num_steps": 500, "num_samples": 200}),
-            "SVI": ("svi", {"guide": "normal", "num_steps": 500, "num_samples": 200}),
-            "NUTS": ("nuts", {"num_chains": 2, "num_warmup": 100, "num_samples": 100}),
+            "MLE": ("mle", {"num_steps": 300}),
+            "MAP": ("map", {"num_steps": 300}),
+            "Laplace": ("laplace", {"num_steps": 300, "num_samples": 100}),
+            "SVI": ("svi", {"guide": "normal", "num_steps": 300, "num_samples": 100}),
+            "NUTS": ("nuts", {"num_chains": 2, "num_warmup": 50, "num_samples": 50, "max_tree_depth": 6}),
         }
     return {
         "MLE": ("mle", {"num_steps": 5000}),

@@ -13,12 +13,13 @@ def test_demo_writes_report(tmp_path, capsys):
     assert cli.main(["demo", "--fast", "--out", str(out)]) == 0
     for name in ("prior_functions.png", "predictive.png", "loss.png", "metrics.csv", "report.md"):
         assert (out / name).stat().st_size > 0, name
-    table = pd.read_csv(out / "metrics.csv", index_col="method")
-    assert list(table.index) == ["MLE", "MAP"]
-    assert table.notna().all().all()
-    assert (table["test_rmse"] < 0.5).all()
-    assert "| MAP |" in (out / "report.md").read_text()
-    assert "test_nll" in capsys.readouterr().out
+    table = pd.read_csv(out / "metrics.csv", index_col="fit")
+    assert list(table.index) == ["MLE", "MAP", "Laplace", "SVI", "NUTS"]
+    assert table[["rmse", "nll", "crps", "coverage_90", "wall_time"]].notna().all().all()
+    assert (table["rmse"] < 0.5).all()
+    report = (out / "report.md").read_text()
+    assert "| NUTS |" in report and "## NUTS diagnostics" in report
+    assert "| fit | rmse | nll |" in capsys.readouterr().out
 
 
 def test_console_entry_point():
