@@ -32,6 +32,18 @@ def test_polynomial():
     assert abs(resid.std() - 0.05) < 0.01
 
 
+def _uci_available() -> bool:
+    try:
+        datasets.uci_dir()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_uci = pytest.mark.skipif(not _uci_available(), reason="UCI data folder (../shared/data/uci) not present")
+
+
+@needs_uci
 def test_uci_standard_split():
     split = datasets.uci("yacht", split=0)
     assert split.x_train.shape == (277, 6) and split.x_test.shape == (31, 6)
@@ -42,6 +54,7 @@ def test_uci_standard_split():
     np.testing.assert_allclose(split.x_train[0], raw[first_train, :6], rtol=1e-6)
 
 
+@needs_uci
 def test_uci_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"`name` must be one of \[.*'yacht'.*\]; got 'yachts'"):
         datasets.uci("yachts")
