@@ -23,6 +23,7 @@ from bnn import datasets, diagnostics, metrics, plot  # noqa: E402
 from bnn.compare import compare  # noqa: E402
 from bnn.diagnostics import Diagnostics, diagnose, to_arviz  # noqa: E402
 from bnn.fit import Fit, Normalizer, Predictions  # noqa: E402
+from bnn.io import load  # noqa: E402
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Heteroscedastic, Likelihood  # noqa: E402
 from bnn.model import BNN  # noqa: E402
 from bnn.nets import MLP, Polynomial  # noqa: E402
@@ -49,6 +50,7 @@ __all__ = [
     "diagnose",
     "Diagnostics",
     "to_arviz",
+    "load",
     "prior_scale_to_weight_decay",
     "weight_decay_to_prior_scale",
     "datasets",

@@ -416,6 +416,12 @@ class Fit:
             raise ValueError(f"`x` must have {self.num_features} feature column(s); got shape {x.shape}.")
         return x, y
 
+    def save(self, path, overwrite: bool = False):
+        """Write this fit to the folder ``path`` (see :mod:`bnn.io`); ``bnn.load(path)`` reads it back."""
+        from bnn.io import save
+
+        return save(self, path, overwrite=overwrite)
+
     def to_arviz(self, x=None, y=None, num_prior_samples: int | None = None, seed=0):
         """This fit as an ArviZ DataTree (see :func:`bnn.diagnostics.to_arviz`)."""
         from bnn.diagnostics import to_arviz

@@ -75,3 +75,17 @@ def test_round_trip_to_dict():
         assert likelihood_from_dict(lik.to_dict()) == lik
     for prior in (bnn.Normal(0.5, loc=1.0), bnn.FanInNormal(2.0)):
         assert prior_from_dict(prior.to_dict()) == prior
+
+
+def test_heteroscedastic_ggn_loss_has_the_fisher_as_hessian():
+    import jax
+
+    lik = bnn.Heteroscedastic(min_scale=0.01)
+    f_star = jnp.asarray(RNG.normal(size=(1, 2)).astype(np.float32))
+    y = jnp.asarray(f_star[:, :1] + 0.001)  # small residual: the observed Hessian in the scale is negative
+    hess = jax.hessian(lambda f: lik.ggn_loss(f, f_star, y, {}))(f_star).reshape(2, 2)
+    s = float(jax.nn.softplus(f_star[0, 1])) + 0.01
+    ds = float(jax.nn.sigmoid(f_star[0, 1]))  # d softplus / dz
+    np.testing.assert_allclose(hess, np.diag([1 / s**2, 2 * ds**2 / s**2]), rtol=1e-4)
+    observed = jax.hessian(lambda f: -lik.log_prob(f, y, {}).sum())(f_star).reshape(2, 2)
+    assert observed[1, 1] < 0  # why the plain Hessian cannot serve as a GGN here

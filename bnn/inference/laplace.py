@@ -5,9 +5,9 @@
 
 * ``hessian="full"`` — the exact Hessian;
 * ``hessian="ggn"``  — the generalised Gauss–Newton matrix ``Jᵀ Λ J + prior precision``,
-  where ``J = ∂f/∂θ`` and ``Λ`` is the Hessian of ``−log p(y | f)`` in the network
-  outputs. It is positive definite for the Gaussian, Bernoulli and Categorical
-  likelihoods even where the MAP is not fully converged.
+  where ``J = ∂f/∂θ`` and ``Λ`` is the Fisher information of the likelihood in the
+  network outputs (for Gaussian, Bernoulli and Categorical likelihoods, the Hessian of
+  ``−log p(y | f)``). It is positive definite even where the MAP is not fully converged.
 
 ``subset="all"`` uses every network parameter (a dense ``d × d`` matrix: for small
 nets); ``"last_layer"`` only the last layer (the top-level module with the highest
@@ -84,7 +84,7 @@ def _laplace(model: BNN, hessian: str, unravel, num_samples: int):
             f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
 
             def neg_log_lik_linearised(theta):
-                return -jnp.sum(model.likelihood.log_prob(f_star + jvp(theta - theta_star), ys, point))
+                return model.likelihood.ggn_loss(f_star + jvp(theta - theta_star), f_star, ys, point)
 
             precision = jax.hessian(neg_log_lik_linearised)(theta_star) + jax.hessian(lambda t: -log_terms(t)[0])(theta_star)
         precision = 0.5 * (precision + precision.T)

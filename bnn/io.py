@@ -1,0 +1,249 @@
+"""Saving and loading fits in a portable, inspectable folder (no pickled code).
+
+Layout of a saved fit::
+
+    fit_dir/
+      spec.json    format and version, method, input width, the network (MLP or
+                   Polynomial by its fields), prior, likelihood, which optional arrays
+                   exist, JSON-able entries of ``fit.info``, and the SHA-256 of arrays.npz
+      arrays.npz   draws/<site>            (num_draws, *shape) every latent site
+                   linearize_at/<path>     Laplace's linearisation point (if any)
+                   normalizer/<field>      training statistics (if normalize=True)
+                   data/x, data/y          the training data (original units)
+                   info/<key>[/<field>]    array-valued info (loss trace, sample stats, ...)
+
+A loaded fit predicts identically to the one saved. A missing, truncated, altered or
+mismatched folder raises with the path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io as _io
+import json
+import math
+import warnings
+import zipfile
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from bnn.fit import Fit, Normalizer
+from bnn.likelihoods import likelihood_from_dict
+from bnn.model import BNN
+from bnn.nets import ACTIVATIONS, MLP, Polynomial
+from bnn.priors import Prior, prior_from_dict
+
+FORMAT = "bnn-fit"
+VERSION = 1
+SPEC, ARRAYS = "spec.json", "arrays.npz"
+
+
+def _network_spec(module) -> dict:
+    if type(module) is MLP:
+        if not isinstance(module.activation, str):
+            raise ValueError(
+                "only MLPs with a named activation can be saved (one of "
+                f"{sorted(ACTIVATIONS)}); this one has the callable {module.activation!r}."
+            )
+        defaults = MLP.__dataclass_fields__
+        custom = (module.kernel_init is not defaults["kernel_init"].default
+                  or module.bias_init is not defaults["bias_init"].default)
+        return {"type": "MLP", "features": list(module.features), "activation": module.activation,
+                "custom_initializers": bool(custom)}
+    if type(module) is Polynomial:
+        return {"type": "Polynomial", "degree": int(module.degree), "outputs": int(module.outputs)}
+    raise ValueError(
+        f"only bnn.MLP and bnn.Polynomial networks can be saved (their fields describe them fully); "
+        f"got {type(module).__name__}. Save fit.draws yourself for other modules."
+    )
+
+
+def _network(spec: dict):
+    kind = spec.get("type")
+    if kind == "MLP":
+        if spec.get("custom_initializers"):
+            warnings.warn(
+                "this MLP was saved with custom initialisers, which are not stored; the loaded network uses "
+                "the defaults (predictions are unaffected; new MLE/MAP fits start differently).",
+                UserWarning,
+                stacklevel=3,
+            )
+        return MLP(features=tuple(spec["features"]), activation=spec["activation"])
+    if kind == "Polynomial":
+        return Polynomial(degree=spec["degree"], outputs=spec["outputs"])
+    raise ValueError(f"unknown network type {kind!r} in the saved spec.")
+
+
+def _prior_spec(prior) -> dict:
+    if isinstance(prior, Prior):
+        return {"single": prior.to_dict()}
+    return {"by_path": {k: v.to_dict() for k, v in prior.items()}}
+
+
+def _prior(spec: dict):
+    if "single" in spec:
+        return prior_from_dict(spec["single"])
+    return {k: prior_from_dict(v) for k, v in spec["by_path"].items()}
+
+
+def _json_value(value):
+    """``value`` if it is JSON-able plain data (after tuple -> list), else ``None``."""
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (str, int, float)) for v in value):
+        return list(value)
+    return None
+
+
+def _split_info(info: dict) -> tuple[dict, dict]:
+    """``fit.info`` -> (JSON scalars, ``{npz key: array}``); nested fits and other objects are dropped."""
+    scalars, arrays = {}, {}
+    for key, value in info.items():
+        if isinstance(value, dict):
+            for sub, arr in value.items():
+                if isinstance(arr, (np.ndarray, jnp.ndarray)):
+                    arrays[f"info/{key}/{sub}"] = np.asarray(arr)
+        elif isinstance(value, (np.ndarray, jnp.ndarray)):
+            arrays[f"info/{key}"] = np.asarray(value)
+        elif (converted := _json_value(value)) is not None:
+            scalars[key] = converted
+    return scalars, arrays
+
+
+def _join_info(scalars: dict, arrays: dict) -> dict:
+    info = dict(scalars)
+    if "subset" in info:
+        info["subset"] = tuple(info["subset"])
+    for key, arr in arrays.items():
+        parts = key.split("/")[1:]
+        if len(parts) == 1:
+            info[parts[0]] = arr
+        else:
+            info.setdefault(parts[0], {})[parts[1]] = arr
+    return info
+
+
+def save(fit: Fit, path, overwrite: bool = False) -> Path:
+    """Write ``fit`` to the folder ``path`` (see the module docs for the layout).
+
+    Raises:
+      FileExistsError: ``path`` exists and is not empty, unless ``overwrite=True``.
+      ValueError: the network cannot be described by its fields (see :func:`_network_spec`).
+    """
+    from bnn import __version__
+
+    if not isinstance(fit, Fit):
+        raise TypeError(f"`fit` must be a bnn.Fit; got {type(fit).__name__}.")
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists and is not empty; pass overwrite=True to replace its fit.")
+    model = fit.model
+    arrays = {f"draws/{k}": np.asarray(v) for k, v in fit.draws.items()}
+    if fit.linearize_at is not None:
+        arrays.update({f"linearize_at/{k}": np.asarray(v) for k, v in fit.linearize_at.items()})
+    if fit.normalizer is not None:
+        arrays.update({f"normalizer/{k}": np.asarray(v) for k, v in fit.normalizer._asdict().items() if v is not None})
+    if fit.data is not None:
+        arrays.update({"data/x": np.asarray(fit.data[0]), "data/y": np.asarray(fit.data[1])})
+    scalars, info_arrays = _split_info(fit.info)
+    arrays.update(info_arrays)
+    buffer = _io.BytesIO()
+    np.savez(buffer, **arrays)
+    payload = buffer.getvalue()
+    spec = {
+        "format": FORMAT,
+        "version": VERSION,
+        "bnn_version": __version__,
+        "method": fit.method,
+        "num_features": fit.num_features,
+        "network": _network_spec(model.module),
+        "prior": _prior_spec(model.prior),
+        "likelihood": model.likelihood.to_dict(),
+        "info": scalars,
+        "arrays_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / ARRAYS).write_bytes(payload)
+    (path / SPEC).write_text(json.dumps(spec, indent=2))
+    return path
+
+
+def _read_spec(path: Path) -> dict:
+    spec_path = path / SPEC
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{str(spec_path)!r} is missing: {str(path)!r} is not a saved bnn fit.")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(spec_path)!r} is not valid JSON ({err}); the saved fit is corrupt.") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise ValueError(f"{str(spec_path)!r} is not a bnn fit spec (format {spec.get('format') if isinstance(spec, dict) else None!r}).")
+    if spec.get("version") != VERSION:
+        raise ValueError(f"{str(spec_path)!r} has format version {spec.get('version')!r}; this bnn reads version {VERSION}.")
+    return spec
+
+
+def _read_arrays(path: Path, checksum: str) -> dict[str, np.ndarray]:
+    arrays_path = path / ARRAYS
+    if not arrays_path.is_file():
+        raise FileNotFoundError(f"{str(arrays_path)!r} is missing: the saved fit is incomplete.")
+    payload = arrays_path.read_bytes()
+    if hashlib.sha256(payload).hexdigest() != checksum:
+        raise ValueError(f"{str(arrays_path)!r} is corrupt: its SHA-256 does not match spec.json (truncated or altered).")
+    try:
+        with np.load(_io.BytesIO(payload), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError) as err:  # pragma: no cover - the checksum catches these first
+        raise ValueError(f"{str(arrays_path)!r} is corrupt ({err}).") from None
+
+
+def load(path) -> Fit:
+    """Read a fit written by :func:`save`; it predicts identically to the saved one.
+
+    Raises:
+      FileNotFoundError: the folder, spec.json or arrays.npz is missing.
+      ValueError: a corrupt file (invalid JSON, checksum mismatch), an unknown format
+        version, or draws whose shapes do not match the rebuilt network ("mismatched").
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{str(path)!r} is not a folder holding a saved bnn fit.")
+    spec = _read_spec(path)
+    arrays = _read_arrays(path, spec.get("arrays_sha256", ""))
+    model = BNN(_network(spec["network"]), prior=_prior(spec["prior"]), likelihood=likelihood_from_dict(spec["likelihood"]))
+    num_features = int(spec["num_features"])
+    pspec = model.spec(num_features)
+
+    def group(prefix: str) -> dict:
+        return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+
+    draws = {k: jnp.asarray(v) for k, v in group("draws").items()}
+    expected = dict(zip(pspec.paths, pspec.shapes))
+    wrong = {k: (tuple(draws[k].shape[1:]) if k in draws else None, s) for k, s in expected.items()
+             if k not in draws or tuple(draws[k].shape[1:]) != s}
+    extra = set(draws) - set(model.latent_sites(num_features))
+    if wrong or extra or set(model.likelihood.latent_sites()) - set(draws):
+        raise ValueError(
+            f"the draws in {str(path / ARRAYS)!r} are mismatched with the saved network: (saved, expected) shapes "
+            f"{wrong}, unexpected sites {sorted(extra)}."
+        )
+    draws = {k: draws[k] for k in model.latent_sites(num_features)}
+    linearize = group("linearize_at")
+    norm = group("normalizer")
+    data = group("data")
+    return Fit(
+        model=model,
+        method=spec["method"],
+        draws=draws,
+        num_features=num_features,
+        info=_join_info(spec.get("info", {}), {k: v for k, v in arrays.items() if k.startswith("info/")}),
+        linearize_at={k: jnp.asarray(v) for k, v in linearize.items()} or None,
+        normalizer=Normalizer(**norm) if norm else None,
+        data=(data["x"], data["y"]) if data else None,
+    )

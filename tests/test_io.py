@@ -1,0 +1,137 @@
+"""Save / load: identical predictions for every method; clear errors for bad folders."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import bnn
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
+
+X, Y = bnn.datasets.sine(n=40, seed=0)
+GRID = bnn.datasets.sine_grid(25)
+OPTIONS = {
+    "mle": {"num_steps": 100},
+    "map": {"num_steps": 100},
+    "nuts": {"num_chains": 2, "num_warmup": 50, "num_samples": 20},
+    "svi": {"num_steps": 200, "num_samples": 20},
+    "laplace": {"num_steps": 200, "num_samples": 20},
+}
+
+
+def _assert_same_predictions(a, b, x):
+    pa, pb = a.predict(x), b.predict(x)
+    for name in ("mean", "epistemic_var", "aleatoric_var", "samples", "variance_samples"):
+        np.testing.assert_array_equal(np.asarray(getattr(pa, name)), np.asarray(getattr(pb, name)), err_msg=name)
+
+
+@pytest.mark.parametrize("method", list(OPTIONS))
+def test_round_trip_predicts_identically(tmp_path, method):
+    model = bnn.BNN(bnn.MLP((5, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
+    fit = model.fit(X, Y, method=method, **OPTIONS[method])
+    fit.save(tmp_path / "fit")
+    loaded = bnn.load(tmp_path / "fit")
+    assert loaded.method == method and loaded.num_draws == fit.num_draws and loaded.num_chains == fit.num_chains
+    _assert_same_predictions(fit, loaded, GRID)
+    np.testing.assert_array_equal(loaded.log_likelihood(), fit.log_likelihood())
+    assert loaded.info["wall_time"] == pytest.approx(fit.info["wall_time"])
+    if method == "nuts":
+        np.testing.assert_array_equal(loaded.info["sample_stats"]["diverging"], fit.info["sample_stats"]["diverging"])
+    if method == "laplace":
+        assert loaded.linearize_at is not None and loaded.info["subset"] == fit.info["subset"]
+
+
+def test_round_trip_of_normalized_classifier_polynomial_and_dict_prior(tmp_path):
+    xh, yh = bnn.datasets.hill(n=60)
+    prior = {"*.kernel": bnn.FanInNormal(2.0), "*": bnn.Normal(0.5)}
+    cases = {
+        "classifier": (bnn.BNN(bnn.MLP((4, 3), activation="relu"), prior=prior, likelihood=bnn.Categorical()), xh, yh % 3),
+        "hetero": (bnn.BNN(bnn.MLP((4, 2)), likelihood=bnn.Heteroscedastic(min_scale=0.01)), X * 10, Y * 5 + 3),
+        "poly": (bnn.BNN(bnn.Polynomial(degree=2), likelihood=bnn.Gaussian(scale=0.2)), X, Y),
+    }
+    for name, (model, x, y) in cases.items():
+        fit = model.fit(x, y, method="laplace", normalize=True, num_steps=100, num_samples=10)
+        fit.save(tmp_path / name)
+        loaded = bnn.load(tmp_path / name)
+        _assert_same_predictions(fit, loaded, x[:9])
+        assert loaded.model.prior == model.prior and loaded.model.likelihood == model.likelihood
+        np.testing.assert_array_equal(loaded.normalizer.x_mean, fit.normalizer.x_mean)
+
+
+def test_folder_is_inspectable(tmp_path):
+    fit = bnn.BNN(bnn.MLP((3, 1)), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=10)
+    fit.save(tmp_path / "f")
+    spec = json.loads((tmp_path / "f" / "spec.json").read_text())
+    assert spec["network"] == {"type": "MLP", "features": [3, 1], "activation": "tanh", "custom_initializers": False}
+    assert spec["likelihood"] == {"type": "Gaussian", "scale": 0.1, "noise_prior_scale": 1.0}
+    with np.load(tmp_path / "f" / "arrays.npz") as npz:
+        assert "draws/Dense_0.kernel" in npz.files and npz["draws/Dense_0.kernel"].shape == (1, 1, 3)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    fit = bnn.BNN(bnn.MLP((3, 1)), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=10)
+    return fit.save(tmp_path / "f")
+
+
+def test_missing_and_corrupt_files(saved, tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder holding a saved bnn fit"):
+        bnn.load(tmp_path / "nowhere")
+    data = (saved / "arrays.npz").read_bytes()
+    (saved / "arrays.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"arrays.npz' is corrupt: its SHA-256 does not match"):
+        bnn.load(saved)
+    (saved / "arrays.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"arrays.npz' is missing"):
+        bnn.load(saved)
+    (saved / "spec.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        bnn.load(saved)
+    (saved / "spec.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"spec.json' is missing"):
+        bnn.load(saved)
+
+
+def test_version_and_mismatched_network(saved):
+    spec = json.loads((saved / "spec.json").read_text())
+    (saved / "spec.json").write_text(json.dumps({**spec, "version": 99}))
+    with pytest.raises(ValueError, match="format version 99"):
+        bnn.load(saved)
+    spec["network"]["features"] = [4, 1]
+    (saved / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="mismatched"):
+        bnn.load(saved)
+
+
+def test_save_refuses_what_it_cannot_describe(saved, tmp_path):
+    fit = bnn.BNN(bnn.MLP((3, 1)), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=10)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        fit.save(saved)
+    fit.save(saved, overwrite=True)
+    odd = bnn.BNN(bnn.MLP((3, 1), activation=lambda a: a**3), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=2)
+    with pytest.raises(ValueError, match="named activation"):
+        odd.save(tmp_path / "odd")
+    import flax.linen as nn
+
+    class Custom(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(x)
+
+    custom = bnn.BNN(Custom(), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=2)
+    with pytest.raises(ValueError, match="only bnn.MLP and bnn.Polynomial"):
+        custom.save(tmp_path / "custom")
+
+
+def test_custom_initializers_are_flagged_on_load(tmp_path):
+    import flax.linen as nn
+
+    net = bnn.MLP((3, 1), kernel_init=nn.initializers.normal(0.5))
+    fit = bnn.BNN(net, likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=5)
+    fit.save(tmp_path / "f")
+    with pytest.warns(UserWarning, match="custom initialisers"):
+        loaded = bnn.load(tmp_path / "f")
+    with warnings.catch_warnings():
+        _assert_same_predictions(fit, loaded, GRID)
