@@ -111,3 +111,12 @@ def same_length(x: np.ndarray, y: np.ndarray, x_name: str = "x", y_name: str = "
             f"`{x_name}` and `{y_name}` must have the same number of rows; "
             f"got {x.shape[0]} and {y.shape[0]} (shapes {x.shape} and {y.shape})."
         )
+
+
+def from_type_dict(data, types: dict, what: str):
+    """Rebuild a frozen dataclass from ``{"type": name, **fields}`` (the inverse of its ``to_dict``)."""
+    data = dict(data)
+    kind = data.pop("type", None)
+    if kind not in types:
+        raise ValueError(f"unknown {what} type {kind!r}; known: {sorted(types)}.")
+    return types[kind](**data)

@@ -254,8 +254,4 @@ _LIKELIHOOD_TYPES = {cls.__name__: cls for cls in (Gaussian, Heteroscedastic, Be
 
 def likelihood_from_dict(data: Mapping) -> Likelihood:
     """Inverse of :meth:`Likelihood.to_dict` (used when loading a saved fit)."""
-    data = dict(data)
-    kind = data.pop("type", None)
-    if kind not in _LIKELIHOOD_TYPES:
-        raise ValueError(f"unknown likelihood type {kind!r}; known: {sorted(_LIKELIHOOD_TYPES)}.")
-    return _LIKELIHOOD_TYPES[kind](**data)
+    return _checks.from_type_dict(data, _LIKELIHOOD_TYPES, "likelihood")

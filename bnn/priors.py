@@ -97,11 +97,7 @@ _PRIOR_TYPES = {cls.__name__: cls for cls in (Normal, FanInNormal)}
 
 def prior_from_dict(data: Mapping) -> Prior:
     """Inverse of :meth:`Prior.to_dict` (used when loading a saved fit)."""
-    data = dict(data)
-    kind = data.pop("type", None)
-    if kind not in _PRIOR_TYPES:
-        raise ValueError(f"unknown prior type {kind!r}; known: {sorted(_PRIOR_TYPES)}.")
-    return _PRIOR_TYPES[kind](**data)
+    return _checks.from_type_dict(data, _PRIOR_TYPES, "prior")
 
 
 def _listing(paths: Sequence[str]) -> str:
