@@ -50,8 +50,8 @@ def _elpd_loo(name: str, fit: Fit) -> dict:
     return {"elpd_loo": float(loo.elpd), "elpd_loo_se": float(loo.se), "pareto_k_max": float(np.max(k))}
 
 
-def _row(fit: Fit, x, y, levels) -> dict:
-    pred = fit.predict(x)
+def _row(fit: Fit, x, y, levels, y_err) -> dict:
+    pred = fit.predict(x, y_err=None if fit.y_err is None else y_err)
     if pred.continuous:
         row = {
             "rmse": float(np.mean(metrics.rmse(pred.mean, y))),
@@ -73,7 +73,7 @@ def _row(fit: Fit, x, y, levels) -> dict:
     return row
 
 
-def compare(fits: Mapping[str, Fit], x_test, y_test, levels=LEVELS, loo: bool = True):
+def compare(fits: Mapping[str, Fit], x_test, y_test, levels=LEVELS, loo: bool = True, y_err=None):
     """Evaluate fits on held-out data, side by side.
 
     Args:
@@ -83,6 +83,8 @@ def compare(fits: Mapping[str, Fit], x_test, y_test, levels=LEVELS, loo: bool = 
       loo: add PSIS-LOO ``elpd_loo`` (with its standard error and the largest Pareto k)
         on each fit's training data; NaN for point fits. A warning names any fit
         with Pareto k > 0.7.
+      y_err: known noise scales of the test observations, for fits made with ``y_err``
+        (required by them; fits without known errors predict with their own noise).
 
     Returns:
       a pandas DataFrame, one row per fit: test ``rmse``, ``mae``, ``nll`` (mean negative
@@ -97,9 +99,11 @@ def compare(fits: Mapping[str, Fit], x_test, y_test, levels=LEVELS, loo: bool = 
     for name, fit in fits.items():
         if not isinstance(fit, Fit):
             raise TypeError(f"`fits[{name!r}]` must be a bnn.Fit; got {type(fit).__name__}.")
+    if y_err is not None and all(fit.y_err is None for fit in fits.values()):
+        raise ValueError("`y_err` is given but none of the fits was made with known measurement errors (y_err).")
     rows = {}
     for name, fit in fits.items():
-        row = _row(fit, x_test, y_test, levels)
+        row = _row(fit, x_test, y_test, levels, y_err)
         if loo:
             row.update(_elpd_loo(name, fit))
         row.update(num_draws=fit.num_draws, wall_time=float(fit.info.get("wall_time", np.nan)))

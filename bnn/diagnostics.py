@@ -57,7 +57,7 @@ def _observations(fit: Fit, y: np.ndarray) -> np.ndarray:
     return y if y.ndim == 1 else (y[:, 0] if fit.model.likelihood.kind == "categorical" else y)
 
 
-def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, seed=0):
+def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, seed=0, y_err=None):
     """Export a fit as an ArviZ 1.x DataTree.
 
     Groups:
@@ -75,12 +75,15 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
     Args:
       fit: any :class:`bnn.Fit`.
       x, y: data for the data-dependent groups; default the training data.
+      y_err: their known noise scales, for a fit made with ``y_err`` (default: the training ones).
       num_prior_samples: also draw this many samples from the prior.
       seed: for the predictive draws.
     """
     import arviz_base
     import xarray as xr
 
+    if x is None and y is None and y_err is None:
+        y_err = fit.y_err
     x, y = fit._data_or(x, y)
     chains = fit.num_chains
     spec = fit.model.spec(fit.num_features)
@@ -89,14 +92,14 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
     dims.update(y=out_dims, x=["obs", "feature"])
 
     posterior = {k: _by_chain(v, chains) for k, v in fit.draws.items()}
-    pred = fit.predict(x, seed=seed)
+    pred = fit.predict(x, seed=seed, y_err=y_err)
     y_draws = np.asarray(pred.y_samples)
     if fit.model.likelihood.kind == "categorical":
         y_draws = y_draws[..., 0]
     groups = {
         "posterior": posterior,
         "posterior_predictive": {"y": _by_chain(y_draws, chains)},
-        "log_likelihood": {"y": _by_chain(fit.log_likelihood(x, y), chains)},
+        "log_likelihood": {"y": _by_chain(fit.log_likelihood(x, y, y_err), chains)},
         "observed_data": {"y": _observations(fit, y)},
         "constant_data": {"x": x},
     }
@@ -116,7 +119,10 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
         xs = x if fit.normalizer is None else fit.normalizer.inputs(x)
         import jax
 
-        prior_pred = predictions_from_draws(fit.model, prior, xs, y_key=jax.random.fold_in(key, 1))
+        errors = None if fit.y_err is None else np.asarray(fit.model.likelihood.check_y_err(y_err, y))
+        if fit.normalizer is not None:
+            errors = fit.normalizer.errors(errors)
+        prior_pred = predictions_from_draws(fit.model, prior, xs, y_key=jax.random.fold_in(key, 1), y_err=errors)
         if fit.normalizer is not None:
             prior_pred = fit.normalizer.predictions(prior_pred)
         prior_y = np.asarray(prior_pred.y_samples)
@@ -200,7 +206,9 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
             raise ValueError("this fit holds no training data; pass `x`.")
         x = fit.data[0]
     x = _checks.inputs(x, "x", num_features=fit.num_features)
-    pred: Predictions = fit.predict(x)
+    # function values only: with known measurement errors, predict the noise-free function
+    no_noise = None if fit.y_err is None else np.zeros((x.shape[0], fit.model.spec(fit.num_features).out), np.float32)
+    pred: Predictions = fit.predict(x, y_err=no_noise)
     n_out = tuple(pred.mean.shape)
     nan = np.full(n_out, np.nan)
     divergences = int(fit.info.get("num_divergences", 0))
@@ -220,7 +228,7 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
     weight_rhat = {}
     for site, draws in fit.draws.items():
         w_rhat, _, _ = _chain_stats(_by_chain(np.asarray(draws), chains))
-        weight_rhat[site] = float(np.nanmax(w_rhat))
+        weight_rhat[site] = float(np.nanmax(w_rhat)) if np.any(np.isfinite(w_rhat)) else np.nan
     bad_rhat = np.nan_to_num(rhat, nan=0.0) > rhat_threshold
     min_ess = ess_per_chain * chains
     low_ess = np.nan_to_num(np.minimum(bulk, tail), nan=np.inf) < min_ess
@@ -237,6 +245,12 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
     worst_weight = max(weight_rhat.values()) if weight_rhat else float("nan")
     if reasons:
         verdict = "not converged: " + "; ".join(reasons) + "."
+    elif chains < 2:
+        verdict = (
+            f"unverified: one chain cannot show convergence (R-hat compares chains; run num_chains ≥ 2). "
+            f"ESS ≥ {np.nanmin(np.minimum(bulk, tail)):.0f} at all {n_out[0]} inputs, no divergences."
+        )
+        return Diagnostics(rhat, bulk, tail, weight_rhat, ok=False, verdict=verdict, **base)
     else:
         verdict = (
             f"converged in function space: R-hat ≤ {np.nanmax(rhat):.3f} and ESS ≥ {np.nanmin(np.minimum(bulk, tail)):.0f} "

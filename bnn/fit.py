@@ -24,6 +24,7 @@ import numpy as np
 from jax.scipy.special import ndtr
 
 from bnn import _checks
+from bnn.likelihoods import Y_ERR
 
 if TYPE_CHECKING:  # pragma: no cover
     from bnn.model import BNN
@@ -62,6 +63,12 @@ class Normalizer(NamedTuple):
         if self.y_mean is None:
             return y
         return ((y - self.y_mean[None]) / self.y_scale[None]).astype(np.float32)
+
+    def errors(self, y_err: np.ndarray | None) -> np.ndarray | None:
+        """Per-observation noise scales in the units of ``ỹ``: ``y_err / y_scale``."""
+        if y_err is None or self.y_scale is None:
+            return y_err
+        return (y_err / self.y_scale[None]).astype(np.float32)
 
     def log_jacobian(self) -> float:
         """``−Σ log y_scale``: add it to a log density of ``ỹ`` to get one of ``y`` (per observation)."""
@@ -223,39 +230,54 @@ def network_outputs(model: BNN, draw: dict, x: jax.Array, center: dict | None) -
     return f_star + df
 
 
-def _build_log_likelihood(model: BNN):
-    def per_draw(draw, x, y, center):
-        return model.likelihood.log_prob(network_outputs(model, draw, x, center), y, draw)
+def _with_errors(draw: dict, y_err: jax.Array | None) -> dict:
+    """A draw's parameters as the likelihood reads them, with known noise scales when given."""
+    return draw if y_err is None else {**draw, Y_ERR: y_err}
 
-    return jax.jit(jax.vmap(per_draw, in_axes=(0, None, None, None)))
+
+def _build_log_likelihood(model: BNN):
+    def per_draw(draw, x, y, center, y_err):
+        f = network_outputs(model, draw, x, center)
+        return model.likelihood.log_prob(f, y, _with_errors(draw, y_err))
+
+    return jax.jit(jax.vmap(per_draw, in_axes=(0, None, None, None, None)))
 
 
 def _build_moments(model: BNN, with_y: bool):
     likelihood = model.likelihood
 
-    def per_draw(draw, xb, key, center):
+    def per_draw(draw, xb, key, center, y_err):
         f = network_outputs(model, draw, xb, center)
-        mean, var = likelihood.moments(f, draw)
+        params = _with_errors(draw, y_err)
+        mean, var = likelihood.moments(f, params)
         if not with_y:
             return mean, var, None
-        y = likelihood.distribution(f, draw).sample(key)
+        y = likelihood.distribution(f, params).sample(key)
         if y.ndim == 1:  # Categorical labels: (n,) -> (n, 1)
             y = y[:, None]
         return mean, var, y
 
-    def moments(draws, xb, key, center):
+    def moments(draws, xb, key, center, y_err):
         keys = jax.random.split(key, jax.tree.leaves(draws)[0].shape[0])
-        return jax.vmap(per_draw, in_axes=(0, None, 0, None))(draws, xb, keys, center)
+        return jax.vmap(per_draw, in_axes=(0, None, 0, None, None))(draws, xb, keys, center, y_err)
 
     return jax.jit(moments)
 
 
+def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
+    """``a`` with its last row repeated to ``rows`` rows (one compiled shape for every chunk)."""
+    pad = rows - a.shape[0]
+    return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+
 def predictions_from_draws(model: BNN, draws: dict, x: np.ndarray, batch_size: int | None = None,
-                           y_key: jax.Array | None = None, linearize_at: dict | None = None) -> Predictions:
+                           y_key: jax.Array | None = None, linearize_at: dict | None = None,
+                           y_err: np.ndarray | None = None) -> Predictions:
     """Evaluate parameter draws ``{site: (S, ...)}`` at inputs ``x`` ``(n, features)``, chunked over inputs.
 
     With ``linearize_at`` (network parameters ``{path: array}``) the network is replaced by
-    its first-order Taylor expansion around that point (the GLM predictive).
+    its first-order Taylor expansion around that point (the GLM predictive). ``y_err``
+    ``(n, out)``: known noise scales of the observations at ``x`` (a Gaussian fitted with them).
     """
     spec = model.spec(x.shape[1])
     num_draws = int(jax.tree.leaves(draws)[0].shape[0])
@@ -265,12 +287,10 @@ def predictions_from_draws(model: BNN, draws: dict, x: np.ndarray, batch_size: i
     key = jax.random.PRNGKey(0) if y_key is None else y_key
     means, variances, ys = [], [], []
     for i, start in enumerate(range(0, n, chunk)):
-        xb = x[start:start + chunk]
-        pad = chunk - xb.shape[0]
-        if pad:  # one compiled shape for every chunk
-            xb = np.concatenate([xb, np.repeat(xb[-1:], pad, axis=0)])
-        m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i), linearize_at)
-        stop = chunk - pad
+        stop = min(chunk, n - start)
+        xb = _pad_rows(x[start:start + stop], chunk)
+        eb = None if y_err is None else jnp.asarray(_pad_rows(y_err[start:start + stop], chunk))
+        m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i), linearize_at, eb)
         constant = v.shape[1] != m.shape[1]  # (S, 1, out): the same for every input
         means.append(m[:, :stop])
         variances.append(v if constant else v[:, :stop])
@@ -310,6 +330,8 @@ class Fit:
         model was fitted on the data as given). Draws act on standardised data; every
         prediction is returned in original units.
       data: the training data ``(x, y)`` in original units (kept for ``to_arviz`` and ``diagnose``).
+      y_err: the known noise scales the model was fitted with (``fit(..., y_err=σ)``), in
+        original units, or ``None``. A fit with them needs ``y_err`` for new points too.
     """
 
     model: Any
@@ -320,6 +342,7 @@ class Fit:
     linearize_at: dict | None = None
     normalizer: Normalizer | None = None
     data: tuple | None = None
+    y_err: np.ndarray | None = None
 
     @property
     def num_draws(self) -> int:
@@ -356,7 +379,7 @@ class Fit:
         return {k: v for k, v in self.draws.items() if k not in self._spec.paths}
 
     def predict(self, x, num_samples: int | None = None, batch_size: int | None = None,
-                seed=None) -> Predictions:
+                seed=None, y_err=None) -> Predictions:
         """Predictive distribution at ``x``.
 
         Args:
@@ -364,6 +387,9 @@ class Fit:
           num_samples: use this many of the draws (evenly spaced); default all.
           batch_size: inputs per chunk; default keeps each block below ``CHUNK_ELEMENTS``.
           seed: if given, also draw observations ``y`` (``Predictions.y_samples``).
+          y_err: for a fit with known measurement errors, the noise scales ``(n, out)`` of
+            the observations to predict (0 for the noise-free function); required there,
+            and an error otherwise.
 
         Returns:
           :class:`Predictions` with arrays of shape ``(n, out)``.
@@ -377,10 +403,11 @@ class Fit:
             idx = np.round(np.linspace(0, self.num_draws - 1, num_samples)).astype(int)
             draws = jax.tree.map(lambda a: a[idx], draws)
         y_key = None if seed is None else _checks.as_seed_key(seed)
+        y_err = self._new_errors(y_err, x.shape[0])
         if self.normalizer is not None:
-            x = self.normalizer.inputs(x)
+            x, y_err = self.normalizer.inputs(x), self.normalizer.errors(y_err)
         pred = predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key,
-                                      linearize_at=self.linearize_at)
+                                      linearize_at=self.linearize_at, y_err=y_err)
         return pred if self.normalizer is None else self.normalizer.predictions(pred)
 
     @property
@@ -388,18 +415,44 @@ class Fit:
         """Chains the draws come from (NUTS); other methods' draws count as one chain."""
         return int(self.info.get("num_chains", 1))
 
-    def log_likelihood(self, x=None, y=None) -> np.ndarray:
+    def log_likelihood(self, x=None, y=None, y_err=None) -> np.ndarray:
         """Pointwise log-likelihood ``log p(yᵢ | xᵢ, θₛ)``, shape ``(draws, n)``, in original units.
 
-        Defaults to the training data. With ``normalize=True`` the Jacobian of the target
-        scaling is included, so the values are densities of ``y`` as given.
+        Defaults to the training data (and its ``y_err``). With ``normalize=True`` the
+        Jacobian of the target scaling is included, so the values are densities of ``y`` as given.
         """
-        x, y = self._data_or(x, y)
+        if x is None and y is None and y_err is None:
+            x, y = self._data_or(x, y)
+            y_err = self.y_err
+        else:
+            x, y = self._data_or(x, y)
+            y_err = self._new_errors(y_err, y, positive=True)
         if self.normalizer is not None:
-            x, y = self.normalizer.inputs(x), self.normalizer.targets(y)
+            x, y, y_err = self.normalizer.inputs(x), self.normalizer.targets(y), self.normalizer.errors(y_err)
         fn = self.model.compiled(("log_likelihood",), lambda: _build_log_likelihood(self.model))
-        out = np.asarray(fn(self.draws, jnp.asarray(x), jnp.asarray(y), self.linearize_at))
+        y_err = None if y_err is None else jnp.asarray(y_err)
+        out = np.asarray(fn(self.draws, jnp.asarray(x), jnp.asarray(y), self.linearize_at, y_err))
         return out + (0.0 if self.normalizer is None else self.normalizer.log_jacobian())
+
+    def _new_errors(self, y_err, like, positive: bool = False) -> np.ndarray | None:
+        """Validated noise scales for new observations: required iff the fit was made with ``y_err``.
+
+        ``like`` is the targets ``(n, out)`` they belong to, or the number of inputs ``n``.
+        """
+        if self.y_err is None:
+            if y_err is not None:
+                raise ValueError("`y_err` is only for fits made with known measurement errors (fit(..., y_err=...)).")
+            return None
+        if y_err is None:
+            raise ValueError(
+                "this fit was made with known measurement errors `y_err`; pass `y_err` for these points "
+                "too (0 to predict the noise-free function)."
+            )
+        if isinstance(like, int):
+            like = np.empty((like, self._spec.out), np.float32)
+        from bnn.inference.optimize import prepare_errors
+
+        return prepare_errors(self.model, y_err, like, allow_zero=not positive)
 
     def _data_or(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Validated ``(x, y)``: the given data, or the training data when both are ``None``."""
@@ -422,11 +475,11 @@ class Fit:
 
         return save(self, path, overwrite=overwrite)
 
-    def to_arviz(self, x=None, y=None, num_prior_samples: int | None = None, seed=0):
+    def to_arviz(self, x=None, y=None, num_prior_samples: int | None = None, seed=0, y_err=None):
         """This fit as an ArviZ DataTree (see :func:`bnn.diagnostics.to_arviz`)."""
         from bnn.diagnostics import to_arviz
 
-        return to_arviz(self, x, y, num_prior_samples=num_prior_samples, seed=seed)
+        return to_arviz(self, x, y, num_prior_samples=num_prior_samples, seed=seed, y_err=y_err)
 
     def __repr__(self) -> str:
         wall = self.info.get("wall_time")

@@ -10,6 +10,7 @@ Layout of a saved fit::
                    linearize_at/<path>     Laplace's linearisation point (if any)
                    normalizer/<field>      training statistics (if normalize=True)
                    data/x, data/y          the training data (original units)
+                   y_err                   known noise scales of the training data (if any)
                    info/<key>[/<field>]    array-valued info (loss trace, sample stats, ...)
 
 A loaded fit predicts identically to the one saved. A missing, truncated, altered or
@@ -151,6 +152,8 @@ def save(fit: Fit, path, overwrite: bool = False) -> Path:
         arrays.update({f"normalizer/{k}": np.asarray(v) for k, v in fit.normalizer._asdict().items() if v is not None})
     if fit.data is not None:
         arrays.update({"data/x": np.asarray(fit.data[0]), "data/y": np.asarray(fit.data[1])})
+    if fit.y_err is not None:
+        arrays["y_err"] = np.asarray(fit.y_err)
     scalars, info_arrays = _split_info(fit.info)
     arrays.update(info_arrays)
     buffer = _io.BytesIO()
@@ -246,4 +249,5 @@ def load(path) -> Fit:
         linearize_at={k: jnp.asarray(v) for k, v in linearize.items()} or None,
         normalizer=Normalizer(**norm) if norm else None,
         data=(data["x"], data["y"]) if data else None,
+        y_err=arrays.get("y_err"),
     )

@@ -28,6 +28,8 @@ import numpyro.distributions as dist
 from bnn import _checks
 
 NOISE_SITE = "noise_scale"
+#: Key under which per-observation noise scales (``fit(..., y_err=σ)``) reach a likelihood's ``params``.
+Y_ERR = "y_err"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,13 @@ class Likelihood(abc.ABC):
             )
         return arr
 
+    def check_y_err(self, y_err, y: np.ndarray, name: str = "y_err", allow_zero: bool = False) -> np.ndarray:
+        """Validate per-observation noise scales for targets ``y``; only a Gaussian has them."""
+        raise ValueError(
+            f"`{name}` (known per-observation noise scales) needs a bnn.Gaussian likelihood; "
+            f"this model's likelihood is {type(self).__name__}."
+        )
+
     @abc.abstractmethod
     def distribution(self, f: jax.Array, params: Mapping[str, jax.Array]) -> dist.Distribution:
         """Distribution of ``y`` given network outputs ``f`` of shape ``(n, width)``; batch shape ``(n,)``."""
@@ -102,6 +111,12 @@ class Gaussian(Likelihood):
       scale: the noise standard deviation. ``None`` learns it, with the prior
         ``HalfNormal(noise_prior_scale)`` on the site ``"noise_scale"``.
       noise_prior_scale: scale of that HalfNormal prior (only used when learned).
+
+    Known measurement errors: with ``fit(x, y, y_err=σ)`` observation ``i`` has noise
+    scale ``scale · σᵢ``. So ``Gaussian(scale=1.0)`` uses the errors as given (the
+    negative log-likelihood is ½χ² = ½ Σ ((yᵢ − f(xᵢ)) / σᵢ)² plus a constant), and a
+    learned scale (``Gaussian()``) estimates one common factor by which the reported
+    errors are too small (> 1) or too large (< 1).
     """
 
     scale: float | None = None
@@ -123,15 +138,32 @@ class Gaussian(Likelihood):
             return {NOISE_SITE: dist.HalfNormal(jnp.float32(self.noise_prior_scale))}
         return {}
 
+    def check_y_err(self, y_err, y, name="y_err", allow_zero=False):
+        arr = _checks.finite_array(y_err, name, ndims=(1, 2))
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.shape != y.shape:
+            raise ValueError(f"`{name}` must have the shape of `y`, {y.shape} (one error per target); got {arr.shape}.")
+        bad = arr < 0 if allow_zero else arr <= 0
+        if np.any(bad):
+            raise ValueError(
+                f"`{name}` must hold {'non-negative' if allow_zero else 'positive'} noise scales; "
+                f"got value(s) such as {arr[bad][:3].tolist()}."
+            )
+        return arr
+
     def noise(self, params) -> jax.Array:
-        return params[NOISE_SITE] if self.scale is None else jnp.float32(self.scale)
+        """The noise scale: a scalar, or ``(n, out)`` per observation when ``params`` carries ``y_err``."""
+        scale = params[NOISE_SITE] if self.scale is None else jnp.float32(self.scale)
+        return scale * params[Y_ERR] if Y_ERR in params else scale
 
     def distribution(self, f, params):
         return dist.Normal(f, self.noise(params)).to_event(1)
 
     def moments(self, f, params):
-        # the variance does not depend on x: shape (1, out), broadcast by the caller
-        return f, jnp.broadcast_to(jnp.square(self.noise(params)), (1, f.shape[1]))
+        var = jnp.square(self.noise(params))
+        # without y_err the variance does not depend on x: shape (1, out), broadcast by the caller
+        return f, (var if var.ndim == 2 else jnp.broadcast_to(var, (1, f.shape[1])))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from numpyro import handlers
 
 from bnn import _checks
 from bnn import priors as _priors
-from bnn.likelihoods import Categorical, Gaussian, Likelihood
+from bnn.likelihoods import Y_ERR, Categorical, Gaussian, Likelihood
 
 OBS_SITE = "y"
 PLATE = "data"
@@ -163,7 +163,7 @@ class BNN:
 
     # --- the NumPyro model ---------------------------------------------------------
 
-    def model(self, x, y=None, batch_size: int | None = None):
+    def model(self, x, y=None, batch_size: int | None = None, y_err=None):
         """The NumPyro model: priors on every parameter, the likelihood on ``y``.
 
         Args:
@@ -172,6 +172,8 @@ class BNN:
             posterior predictive).
           batch_size: if given, the ``"data"`` plate subsamples ``batch_size`` rows and
             NumPyro scales their log-likelihood by ``n / batch_size`` (unbiased).
+          y_err: known noise scales ``(n, out)`` / ``(n,)`` of the observations (Gaussian
+            likelihood only; see :class:`bnn.Gaussian`), or ``None``.
 
         Sites: each parameter path, the likelihood's latent sites, and ``"y"``.
         """
@@ -183,6 +185,9 @@ class BNN:
             y = jnp.asarray(y)
             if y.ndim == 1 and not isinstance(self.likelihood, Categorical):
                 y = y[:, None]
+        if y_err is not None:
+            y_err = jnp.asarray(y_err)
+            y_err = y_err[:, None] if y_err.ndim == 1 else y_err
         flat = {
             path: numpyro.sample(path, spec.priors[path].distribution(shape))
             for path, shape in zip(spec.paths, spec.shapes)
@@ -192,16 +197,19 @@ class BNN:
         with numpyro.plate(PLATE, x.shape[0], subsample_size=batch_size) as idx:
             xb = x if batch_size is None else x[idx]
             yb = y if (y is None or batch_size is None) else y[idx]
+            if y_err is not None:
+                lik_params = {**lik_params, Y_ERR: y_err if batch_size is None else y_err[idx]}
             f = self.module.apply(variables, xb)
             numpyro.sample(OBS_SITE, self.likelihood.distribution(f, lik_params), obs=yb)
 
-    def log_joint_terms(self, params: Mapping[str, jax.Array], x, y) -> tuple[jax.Array, jax.Array]:
+    def log_joint_terms(self, params: Mapping[str, jax.Array], x, y, y_err=None) -> tuple[jax.Array, jax.Array]:
         """Log prior (scalar) and pointwise log-likelihood ``(n,)`` of ``params`` under :meth:`model`.
 
-        ``params`` maps every latent site name to its (constrained) value. The terms are
+        ``params`` maps every latent site name to its (constrained) value; ``y_err`` as in
+        :meth:`model`. The terms are
         read off a trace of the model itself, so they are exactly NumPyro's densities.
         """
-        trace = handlers.trace(handlers.substitute(self.model, data=params)).get_trace(x, y)
+        trace = handlers.trace(handlers.substitute(self.model, data=params)).get_trace(x, y, y_err=y_err)
         log_prior = jnp.float32(0.0)
         for name, site in trace.items():
             if site["type"] == "sample" and not site["is_observed"]:
@@ -258,7 +266,7 @@ class BNN:
         draws = self.sample_prior(x.shape[1], num_samples, key_params)
         return predictions_from_draws(self, draws, x, batch_size=batch_size, y_key=key_y)
 
-    def fit(self, x, y, method: str = "map", seed=0, normalize: bool = False, **options):
+    def fit(self, x, y, method: str = "map", seed=0, normalize: bool = False, y_err=None, **options):
         """Fit the model to data and return a :class:`bnn.Fit`.
 
         Args:
@@ -275,29 +283,38 @@ class BNN:
           normalize: standardise inputs (and, for continuous likelihoods, targets) with the
             training mean and std before fitting; predictions come back in original units.
             ``False`` (default) fits the data as given, so priors act on the weights as written.
+          y_err: known measurement errors, one positive noise scale per target, shape of ``y``
+            (Gaussian likelihood only): observation ``i`` gets noise ``scale · y_errᵢ`` (see
+            :class:`bnn.Gaussian`). Predictions then need ``y_err`` for the new points too.
           **options: the method's options (see those functions); unknown names raise ``TypeError``.
 
         Example:
           >>> nuts = model.fit(x, y, method="nuts", num_chains=4, num_warmup=500, num_samples=500)
           >>> svi = model.fit(x, y, method="svi", guide="fullrank", num_steps=5000)
+          >>> chi2 = bnn.BNN(net, likelihood=bnn.Gaussian(scale=1.0)).fit(x, y, method="mle", y_err=sigma)
         """
         method = _checks.one_of(method, "method", METHODS)
         from bnn.inference import FITTERS
 
         from bnn.fit import Normalizer
-        from bnn.inference.optimize import prepare_data
+        from bnn.inference.optimize import prepare_data, prepare_errors
 
         if not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")
         x, y = prepare_data(self, x, y)
+        y_err = prepare_errors(self, y_err, y)
         if not normalize:
-            return dataclasses.replace(FITTERS[method](self, x, y, seed=seed, **options), data=(x, y))
+            fit = FITTERS[method](self, x, y, seed=seed, y_err=y_err, **options)
+            return dataclasses.replace(fit, data=(x, y))
         normalizer = Normalizer.from_data(x, y, self.likelihood.continuous)
-        if isinstance(options.get("validation"), tuple) and len(options["validation"]) == 2:
-            xv, yv = prepare_data(self, *options["validation"])
-            options["validation"] = (normalizer.inputs(xv), normalizer.targets(yv))
-        fit = FITTERS[method](self, normalizer.inputs(x), normalizer.targets(y), seed=seed, **options)
-        return dataclasses.replace(fit, normalizer=normalizer, data=(x, y))
+        validation = options.get("validation")
+        if isinstance(validation, tuple) and len(validation) in (2, 3):
+            xv, yv = prepare_data(self, *validation[:2])
+            errors = () if len(validation) == 2 else (normalizer.errors(prepare_errors(self, validation[2], yv, "validation[2]")),)
+            options["validation"] = (normalizer.inputs(xv), normalizer.targets(yv), *errors)
+        fit = FITTERS[method](self, normalizer.inputs(x), normalizer.targets(y), seed=seed,
+                              y_err=normalizer.errors(y_err), **options)
+        return dataclasses.replace(fit, normalizer=normalizer, data=(x, y), y_err=y_err)
 
     def compiled(self, key, build):
         """A compiled function cached on the model under ``key`` (built once by ``build()``)."""

@@ -37,7 +37,8 @@ from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import fit_point, prepare_data
+from bnn.inference.optimize import fit_point, prepare_data, prepare_errors
+from bnn.likelihoods import Y_ERR
 from bnn.model import BNN
 
 HESSIANS = ("ggn", "full")
@@ -70,9 +71,9 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
 def _laplace(model: BNN, hessian: str, unravel, num_samples: int):
     """One jitted program: the precision at θ*, its Cholesky factor, draws, and the evidence."""
 
-    def run(theta_star, point, xs, ys, key):
+    def run(theta_star, point, xs, ys, es, key):
         def log_terms(theta):
-            return model.log_joint_terms({**point, **unravel(theta)}, xs, ys)
+            return model.log_joint_terms({**point, **unravel(theta)}, xs, ys, es)
 
         def neg_log_joint(theta):
             log_prior, log_lik = log_terms(theta)
@@ -84,7 +85,8 @@ def _laplace(model: BNN, hessian: str, unravel, num_samples: int):
             f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
 
             def neg_log_lik_linearised(theta):
-                return model.likelihood.ggn_loss(f_star + jvp(theta - theta_star), f_star, ys, point)
+                params = point if es is None else {**point, Y_ERR: es}
+                return model.likelihood.ggn_loss(f_star + jvp(theta - theta_star), f_star, ys, params)
 
             precision = jax.hessian(neg_log_lik_linearised)(theta_star) + jax.hessian(lambda t: -log_terms(t)[0])(theta_star)
         precision = 0.5 * (precision + precision.T)
@@ -109,6 +111,7 @@ def fit_laplace(
     num_samples: int = 1000,
     predictive: str = "glm",
     map_fit: Fit | None = None,
+    y_err=None,
     **map_options,
 ) -> Fit:
     """Laplace approximation around a MAP fit.
@@ -120,6 +123,7 @@ def fit_laplace(
       num_samples: posterior draws to take from the Gaussian.
       predictive: ``"glm"`` (linearised network, default) or ``"nn"``.
       map_fit: an existing MAP :class:`bnn.Fit` of this model on these data (else one is run).
+      y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
       **map_options: options of that MAP fit (``num_steps``, ``optimizer``, ...).
 
     Returns:
@@ -132,12 +136,15 @@ def fit_laplace(
     num_samples = _checks.positive_int(num_samples, "num_samples")
     start = time.perf_counter()
     if map_fit is None:
-        map_fit = fit_point(model, x, y, method="map", seed=seed, **map_options)
+        map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
     elif map_options:
         raise ValueError(f"MAP options {sorted(map_options)} cannot be combined with `map_fit`.")
     elif not isinstance(map_fit, Fit) or map_fit.method != "map" or map_fit.model is not model:
         raise ValueError("`map_fit` must be a MAP Fit of this same model (model.fit(x, y, method='map')).")
     x, y = prepare_data(model, x, y)
+    y_err = prepare_errors(model, y_err, y)
+    if (map_fit.y_err is None) != (y_err is None):
+        raise ValueError("`map_fit` and this Laplace fit must both use `y_err`, or neither.")
     spec = model.spec(x.shape[1])
     selected = select_paths(spec.paths, subset)
     point = {k: v[0] for k, v in map_fit.draws.items()}
@@ -148,11 +155,11 @@ def fit_laplace(
             f"the Laplace precision would be {dim} × {dim}; use subset='last_layer' or a smaller list of paths "
             f"(at most {MAX_DIM} parameters)."
         )
-    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     key = jax.random.fold_in(_checks.as_seed_key(seed), 5)
     program = model.compiled(("laplace", hessian, selected, num_samples, x.shape[1]),
                              lambda: _laplace(model, hessian, unravel, num_samples))
-    precision, chol, thetas, log_evidence = program(theta_star, point, xs, ys, key)
+    precision, chol, thetas, log_evidence = program(theta_star, point, xs, ys, es, key)
     if not bool(jnp.all(jnp.isfinite(chol))):
         raise np.linalg.LinAlgError(
             f"the {hessian!r} Hessian at the MAP is not positive definite; use hessian='ggn', run the MAP longer "
@@ -172,4 +179,5 @@ def fit_laplace(
         "num_train": x.shape[0],
     }
     center = {p: point[p] for p in spec.paths} if predictive == "glm" else None
-    return Fit(model=model, method="laplace", draws=draws, num_features=x.shape[1], info=info, linearize_at=center)
+    return Fit(model=model, method="laplace", draws=draws, num_features=x.shape[1], info=info, linearize_at=center,
+               y_err=y_err)

@@ -24,7 +24,7 @@ from numpyro.infer import MCMC, NUTS
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import fit_point, initial_values, prepare_data
+from bnn.inference.optimize import fit_point, initial_values, prepare_data, prepare_errors
 from bnn.model import BNN
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
@@ -83,6 +83,7 @@ def fit_nuts(
     thinning: int = 1,
     map_options: dict | None = None,
     progress_bar: bool = False,
+    y_err=None,
 ) -> Fit:
     """Sample the posterior with NUTS.
 
@@ -97,6 +98,7 @@ def fit_nuts(
       thinning: keep every ``thinning``-th draw.
       map_options: options of the MAP fits used by ``init="map"`` (e.g. ``{"num_steps": 2000}``).
       progress_bar: NumPyro's progress bar.
+      y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
 
     Returns:
       a :class:`bnn.Fit` with ``num_chains * num_samples`` draws (chain-major);
@@ -115,8 +117,11 @@ def fit_nuts(
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
+    y_err = prepare_errors(model, y_err, y)
     key = _checks.as_seed_key(seed)
     key_init, key_run = jax.random.split(jax.random.fold_in(key, 4))
+    if y_err is not None:
+        map_options = {**map_options, "y_err": y_err}
     values = _initial_values(model, x, y, key_init, init, num_chains, map_options)
     transforms = model.transforms(x.shape[1])
     unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
@@ -133,7 +138,8 @@ def fit_nuts(
         thinning=thinning,
         progress_bar=progress_bar,
     )
-    mcmc.run(key_run, jnp.asarray(x), jnp.asarray(y), init_params=unconstrained, extra_fields=EXTRA_FIELDS)
+    es = None if y_err is None else jnp.asarray(y_err)
+    mcmc.run(key_run, jnp.asarray(x), jnp.asarray(y), y_err=es, init_params=unconstrained, extra_fields=EXTRA_FIELDS)
     latent = model.latent_sites(x.shape[1])
     samples = mcmc.get_samples()
     draws = {k: samples[k] for k in latent}
@@ -158,4 +164,4 @@ def fit_nuts(
             UserWarning,
             stacklevel=3,
         )
-    return Fit(model=model, method="nuts", draws=draws, num_features=x.shape[1], info=info)
+    return Fit(model=model, method="nuts", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)

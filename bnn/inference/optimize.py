@@ -49,6 +49,11 @@ def prepare_data(model: BNN, x, y) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def prepare_errors(model: BNN, y_err, y: np.ndarray, name: str = "y_err", allow_zero: bool = False) -> np.ndarray | None:
+    """Validate known per-observation noise scales for targets ``y`` (``None`` passes through)."""
+    return None if y_err is None else model.likelihood.check_y_err(y_err, y, name, allow_zero)
+
+
 def initial_values(model: BNN, x: np.ndarray, y: np.ndarray, key, init_params=None) -> dict[str, jax.Array]:
     """Starting values of every latent site (constrained), ``{site: array}``.
 
@@ -79,17 +84,17 @@ def initial_values(model: BNN, x: np.ndarray, y: np.ndarray, key, init_params=No
 
 
 def objective_fn(model: BNN, method: str, num_features: int, n: int):
-    """``loss(u, xb, yb)``: the per-point negative log joint at unconstrained ``u``.
+    """``loss(u, xb, yb, eb)``: the per-point negative log joint at unconstrained ``u``.
 
-    ``xb, yb`` may be a minibatch of the ``n`` training rows; the likelihood is then
-    scaled by ``n / len(xb)``.
+    ``xb, yb`` (and the known noise scales ``eb``, or ``None``) may be a minibatch of the
+    ``n`` training rows; the likelihood is then scaled by ``n / len(xb)``.
     """
     transforms = model.transforms(num_features)
     use_prior = method == "map"
 
-    def loss(u, xb, yb):
+    def loss(u, xb, yb, eb=None):
         values = {k: transforms[k](v) for k, v in u.items()}
-        log_prior, log_lik = model.log_joint_terms(values, xb, yb)
+        log_prior, log_lik = model.log_joint_terms(values, xb, yb, eb)
         total = jnp.sum(log_lik) * (n / xb.shape[0])
         if use_prior:
             total = total + log_prior
@@ -99,29 +104,33 @@ def objective_fn(model: BNN, method: str, num_features: int, n: int):
 
 
 def _build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
-    """A jitted ``(u, opt_state, keys, xs, ys) -> ((u, opt_state), losses)``: one scan step per key."""
+    """A jitted ``(u, opt_state, keys, data) -> ((u, opt_state), losses)``: one scan step per key.
+
+    ``data`` is ``(xs, ys, es)`` with ``es`` the known noise scales or ``None``.
+    """
 
     def step(carry, step_key):
-        u, opt_state, xs, ys = carry
+        u, opt_state, data = carry
         idx = draw_batch(step_key, n, batch_size)
-        xb, yb = (xs, ys) if idx is None else (xs[idx], ys[idx])
-        value, grads = jax.value_and_grad(loss)(u, xb, yb)
+        batch = data if idx is None else jax.tree.map(lambda a: a[idx], data)
+        value, grads = jax.value_and_grad(loss)(u, *batch)
         updates, opt_state = optimizer.update(
-            grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, xb, yb)
+            grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, *batch)
         )
-        return (optax.apply_updates(u, updates), opt_state, xs, ys), value
+        return (optax.apply_updates(u, updates), opt_state, data), value
 
     @jax.jit
-    def scan_chunk(u, opt_state, keys, xs, ys):
-        (u, opt_state, _, _), values = jax.lax.scan(step, (u, opt_state, xs, ys), keys)
+    def scan_chunk(u, opt_state, keys, data):
+        (u, opt_state, _), values = jax.lax.scan(step, (u, opt_state, data), keys)
         return (u, opt_state), values
 
     return scan_chunk
 
 
-def _split_validation(validation, x, y, key, model: BNN):
+def _split_validation(validation, x, y, y_err, key, model: BNN):
+    """``(x_train, y_train, y_err_train, (x_val, y_val, y_err_val) or None)``."""
     if validation is None:
-        return x, y, None
+        return x, y, y_err, None
     if isinstance(validation, (float, np.floating)) and not isinstance(validation, bool):
         frac = float(validation)
         if not 0.0 < frac < 1.0:
@@ -134,15 +143,18 @@ def _split_validation(validation, x, y, key, model: BNN):
             )
         perm = np.asarray(jax.random.permutation(key, x.shape[0]))
         val, train = perm[:n_val], perm[n_val:]
-        return x[train], y[train], (x[val], y[val])
-    if isinstance(validation, tuple) and len(validation) == 2:
-        xv, yv = prepare_data(model, *validation)
+        rows = (lambda a, r: None if a is None else a[r])
+        return x[train], y[train], rows(y_err, train), (x[val], y[val], rows(y_err, val))
+    if isinstance(validation, tuple) and len(validation) == (2 if y_err is None else 3):
+        xv, yv = prepare_data(model, *validation[:2])
         if xv.shape[1] != x.shape[1]:
             raise ValueError(f"`validation` inputs must have {x.shape[1]} columns like `x`; got {xv.shape[1]}.")
-        return x, y, (xv, yv)
+        ev = None if y_err is None else prepare_errors(model, validation[2], yv, "validation[2]")
+        return x, y, y_err, (xv, yv, ev)
+    expected = "(x_val, y_val)" if y_err is None else "(x_val, y_val, y_err_val) (the fit has `y_err`)"
+    got = f"a tuple of {len(validation)}" if isinstance(validation, tuple) else type(validation).__name__
     raise TypeError(
-        "`validation` must be a fraction of the training rows (e.g. 0.1) or a tuple (x_val, y_val); "
-        f"got {type(validation).__name__}."
+        f"`validation` must be a fraction of the training rows (e.g. 0.1) or a tuple {expected}; got {got}."
     )
 
 
@@ -161,6 +173,7 @@ def fit_point(
     patience: int = 10,
     eval_every: int | None = None,
     progress_bar: bool = False,
+    y_err=None,
 ) -> Fit:
     """Fit by maximum likelihood (``"mle"``) or maximum a posteriori (``"map"``).
 
@@ -176,13 +189,15 @@ def fit_point(
       learning_rate: learning rate of the default Adam (not allowed with ``optimizer``).
       batch_size: rows per step (drawn with replacement); ``None`` = full batch.
       init_params: starting Flax variables ``{"params": ...}`` (or ``{path: array}``).
-      validation: a fraction of the rows to hold out, or ``(x_val, y_val)``; then the
+      validation: a fraction of the rows to hold out, or ``(x_val, y_val)`` (``(x_val, y_val,
+        y_err_val)`` when fitting with ``y_err``); then the
         validation negative log-likelihood is checked every ``eval_every`` steps, the
         best parameters are returned, and training stops after ``patience`` checks
         without improvement.
       patience: checks without improvement before stopping (with ``validation``).
       eval_every: steps between validation checks / progress updates.
       progress_bar: show a tqdm bar updated once per chunk of steps.
+      y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
 
     Returns:
       a :class:`bnn.Fit` with one draw; ``info`` holds ``loss`` (per step),
@@ -195,8 +210,9 @@ def fit_point(
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
+    fit_errors = y_err = prepare_errors(model, y_err, y)
     key = _checks.as_seed_key(seed)
-    x, y, val = _split_validation(validation, x, y, jax.random.fold_in(key, 2), model)
+    x, y, y_err, val = _split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     num_features = x.shape[1]
@@ -208,17 +224,17 @@ def fit_point(
         lambda: _build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size),
     )
 
-    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    data = jax.tree.map(jnp.asarray, (x, y, y_err))
     val_losses: list[float] = []
     best = {"loss": np.inf, "u": u0, "step": 0, "since": 0}
     on_chunk = None
     if val is not None:
-        xv, yv = jnp.asarray(val[0]), jnp.asarray(val[1])
+        val_data = jax.tree.map(jnp.asarray, val)
 
         @jax.jit
         def val_loss_fn(u):
             values = {k: transforms[k](v) for k, v in u.items()}
-            return -jnp.mean(model.log_joint_terms(values, xv, yv)[1])
+            return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
 
         def on_chunk(state, done):
             current = float(val_loss_fn(state[0]))
@@ -233,7 +249,7 @@ def fit_point(
         eval_every = max(1, num_steps // 50) if (val is not None or progress_bar) else num_steps
     eval_every = _checks.positive_int(eval_every, "eval_every")
     (u, _), losses, done = run_in_chunks(
-        lambda state, keys: scan_chunk(*state, keys, xs, ys),
+        lambda state, keys: scan_chunk(*state, keys, data),
         (u0, optimizer.init(u0)),
         num_steps,
         jax.random.fold_in(key, 1),
@@ -254,4 +270,4 @@ def fit_point(
     }
     if val is not None:
         info.update(val_loss=np.asarray(val_losses), best_step=best["step"])
-    return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info)
+    return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info, y_err=fit_errors)

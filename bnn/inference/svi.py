@@ -28,7 +28,7 @@ from numpyro.optim import optax_to_numpyro
 from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference._loop import check_batch_size, draw_batch, make_optimizer, run_in_chunks
-from bnn.inference.optimize import initial_values, prepare_data
+from bnn.inference.optimize import initial_values, prepare_data, prepare_errors
 from bnn.model import BNN, PLATE
 
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
@@ -64,6 +64,7 @@ def fit_svi(
     init_params=None,
     eval_every: int | None = None,
     progress_bar: bool = False,
+    y_err=None,
 ) -> Fit:
     """Fit a variational posterior by maximising the ELBO.
 
@@ -81,6 +82,7 @@ def fit_svi(
       init_params: starting means (Flax variables); default the module's initialisers with ``seed``.
       eval_every: steps per chunk (progress updates); default all steps in one chunk.
       progress_bar: show a progress bar.
+      y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
 
     Returns:
       a :class:`bnn.Fit` whose ``draws`` come from the guide; ``info`` holds ``loss``
@@ -101,27 +103,28 @@ def fit_svi(
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
+    y_err = prepare_errors(model, y_err, y)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     key = _checks.as_seed_key(seed)
     init = initial_values(model, x, y, key, init_params)
 
-    def batched_model(x, y, idx=None):
+    def batched_model(x, y, idx=None, y_err=None):
         if idx is None:
-            return model.model(x, y)
+            return model.model(x, y, y_err=y_err)
         with handlers.substitute(data={PLATE: idx}):
-            return model.model(x, y, batch_size=idx.shape[0])
+            return model.model(x, y, batch_size=idx.shape[0], y_err=y_err)
 
     guide_obj = make_guide(guide, batched_model, init, init_scale, rank)
     svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
-    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
-    state = svi.init(key_init, xs, ys, draw_batch(key_init, n, batch_size))
+    state = svi.init(key_init, xs, ys, draw_batch(key_init, n, batch_size), es)
 
     @jax.jit
-    def scan_chunk(state, keys, xs, ys):
+    def scan_chunk(state, keys, xs, ys, es):
         def step(state, step_key):
-            state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size))
+            state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
             return state, loss
 
         return jax.lax.scan(step, state, keys)
@@ -129,7 +132,7 @@ def fit_svi(
     chunk = num_steps if eval_every is None and not progress_bar else (eval_every or max(1, num_steps // 50))
     chunk = _checks.positive_int(chunk, "eval_every")
     state, losses, done = run_in_chunks(
-        lambda s, keys: scan_chunk(s, keys, xs, ys), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
+        lambda s, keys: scan_chunk(s, keys, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
     )
     params = svi.get_params(state)
     latent = model.latent_sites(x.shape[1])
@@ -145,4 +148,4 @@ def fit_svi(
         "num_train": n,
         "batch_size": batch_size,
     }
-    return Fit(model=model, method="svi", draws=draws, num_features=x.shape[1], info=info)
+    return Fit(model=model, method="svi", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
