@@ -155,7 +155,8 @@ class Diagnostics:
       weight_rhat: max R-hat over each parameter array's entries, by site name.
       num_divergences: divergent NUTS transitions (0 for other methods).
       num_chains, num_draws: of the fit.
-      ok: whether the fit passes (always True for point fits and independent draws).
+      ok: whether the fit passes (always True for point fits and independent draws; False for a
+        single chain, which R-hat cannot judge).
       verdict: one line saying why.
     """
 

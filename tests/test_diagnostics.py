@@ -142,3 +142,16 @@ def test_independent_and_point_fits_get_a_plain_verdict(sine_data):
     model = bnn.BNN(bnn.MLP((4, 1)), likelihood=bnn.Gaussian(scale=0.1))
     assert "point estimate" in bnn.diagnose(model.fit(x, y, method="map", num_steps=20)).verdict
     assert "independent draws" in bnn.diagnose(model.fit(x, y, method="svi", num_steps=20, num_samples=5)).verdict
+
+
+def test_one_chain_is_reported_as_unverified(linear_nuts):
+    """R-hat needs two chains: one chain gets ESS but no convergence verdict, and no NaN R-hat."""
+    one = dataclasses.replace(
+        linear_nuts,
+        draws={k: v[:1000] for k, v in linear_nuts.draws.items()},
+        info={**linear_nuts.info, "num_chains": 1},
+    )
+    report = bnn.diagnose(one, np.linspace(-2, 2, 7, dtype=np.float32)[:, None].repeat(3, 1))
+    assert not report.ok
+    assert report.verdict.startswith("unverified: one chain")
+    assert np.all(np.isnan(report.function_rhat)) and np.all(report.function_ess_bulk > 100)
