@@ -94,8 +94,11 @@ def run_demo(out: Path, fast: bool = False, seed: int = 0) -> dict:
 
     fig, axes = plt.subplots(1, len(fits), figsize=(4.2 * len(fits), 3.6), sharey=True)
     for ax, (name, fit) in zip(np.atleast_1d(axes), fits.items()):
-        bnn.plot.predictive(fit.predict(grid), grid, x, y, ax=ax, truth=truth, label=name, title=name)
+        bnn.plot.predictive(fit.predict(grid), grid, x, y, ax=ax, truth=truth, label="predictive", title=name)
         ax.set_ylim(-2.5, 2.0)
+        ax.get_legend().remove()  # one legend for all panels, below them, off the data
+    handles, labels = np.atleast_1d(axes)[-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), frameon=False)
     written["predictive"] = out / "predictive.png"
     fig.savefig(written["predictive"], dpi=110, bbox_inches="tight")
     plt.close(fig)
