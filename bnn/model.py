@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from flax import traverse_util
@@ -245,7 +246,7 @@ class BNN:
 
         return self.compiled(("prior", num_features, num_samples), build)(key)
 
-    def prior_predictive(self, x, num_samples: int = 100, seed=0, batch_size: int | None = None):
+    def prior_predictive(self, x, num_samples: int = 100, seed=0, batch_size: int | None = None, y_err=None):
         """Whole functions drawn from the prior, evaluated at ``x``.
 
         Args:
@@ -253,6 +254,8 @@ class BNN:
           num_samples: number of prior draws of all parameters.
           seed: int or JAX key; the same seed gives the same functions.
           batch_size: inputs per chunk when evaluating (bounded memory).
+          y_err: known noise scales ``(n, out)`` of the observations at ``x`` (Gaussian
+            likelihood; see :meth:`fit`), used for ``y_samples`` and the aleatoric part.
 
         Returns:
           :class:`bnn.Predictions` whose ``samples`` ``(num_samples, n, out)`` are the
@@ -261,10 +264,14 @@ class BNN:
         """
         from bnn.fit import predictions_from_draws
 
+        from bnn.inference.optimize import prepare_errors
+
         x = _checks.inputs(x)
+        like = np.empty((x.shape[0], self.spec(x.shape[1]).out), np.float32)
+        y_err = prepare_errors(self, y_err, like, allow_zero=True)
         key_params, key_y = jax.random.split(_checks.as_seed_key(seed))
         draws = self.sample_prior(x.shape[1], num_samples, key_params)
-        return predictions_from_draws(self, draws, x, batch_size=batch_size, y_key=key_y)
+        return predictions_from_draws(self, draws, x, batch_size=batch_size, y_key=key_y, y_err=y_err)
 
     def fit(self, x, y, method: str = "map", seed=0, normalize: bool = False, y_err=None, **options):
         """Fit the model to data and return a :class:`bnn.Fit`.

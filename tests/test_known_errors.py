@@ -181,3 +181,14 @@ def test_predict_requires_errors_exactly_when_fitted_with_them(map_fit, data):
     plain = _linear().fit(x, y, method="mle", num_steps=5)
     with pytest.raises(ValueError, match="only for fits made with known measurement errors"):
         plain.predict(x, y_err=err)
+
+
+def test_prior_predictive_observations_use_the_errors(data):
+    x, _, err = data
+    pred = _linear().prior_predictive(x, num_samples=4000, seed=0, y_err=err)
+    np.testing.assert_allclose(pred.aleatoric_std, err, rtol=1e-6)
+    noise = np.asarray(pred.y_samples - pred.samples)  # observation noise of each draw
+    ratio = noise.std(0) / err
+    assert np.all(np.abs(ratio - 1) < 6 / np.sqrt(2 * 4000)), ratio.min()
+    with pytest.raises(ValueError, match="shape of `y`"):
+        _linear().prior_predictive(x, y_err=err[:5])
