@@ -82,9 +82,7 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
     import arviz_base
     import xarray as xr
 
-    if x is None and y is None and y_err is None:
-        y_err = fit.y_err
-    x, y = fit._data_or(x, y)
+    x, y, y_err = fit._observed(x, y, y_err)
     chains = fit.num_chains
     spec = fit.model.spec(fit.num_features)
     dims = {p: parameter_dims(p, len(s)) for p, s in zip(spec.paths, spec.shapes)}
@@ -119,9 +117,7 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
         xs = x if fit.normalizer is None else fit.normalizer.inputs(x)
         import jax
 
-        errors = None if fit.y_err is None else np.asarray(fit.model.likelihood.check_y_err(y_err, y))
-        if fit.normalizer is not None:
-            errors = fit.normalizer.errors(errors)
+        errors = y_err if fit.normalizer is None else fit.normalizer.errors(y_err)
         prior_pred = predictions_from_draws(fit.model, prior, xs, y_key=jax.random.fold_in(key, 1), y_err=errors)
         if fit.normalizer is not None:
             prior_pred = fit.normalizer.predictions(prior_pred)

@@ -403,7 +403,7 @@ class Fit:
             idx = np.round(np.linspace(0, self.num_draws - 1, num_samples)).astype(int)
             draws = jax.tree.map(lambda a: a[idx], draws)
         y_key = None if seed is None else _checks.as_seed_key(seed)
-        y_err = self._new_errors(y_err, x.shape[0])
+        y_err = self._new_errors(y_err, (x.shape[0], self._spec.out))
         if self.normalizer is not None:
             x, y_err = self.normalizer.inputs(x), self.normalizer.errors(y_err)
         pred = predictions_from_draws(self.model, draws, x, batch_size=batch_size, y_key=y_key,
@@ -421,12 +421,7 @@ class Fit:
         Defaults to the training data (and its ``y_err``). With ``normalize=True`` the
         Jacobian of the target scaling is included, so the values are densities of ``y`` as given.
         """
-        if x is None and y is None and y_err is None:
-            x, y = self._data_or(x, y)
-            y_err = self.y_err
-        else:
-            x, y = self._data_or(x, y)
-            y_err = self._new_errors(y_err, y, positive=True)
+        x, y, y_err = self._observed(x, y, y_err)
         if self.normalizer is not None:
             x, y, y_err = self.normalizer.inputs(x), self.normalizer.targets(y), self.normalizer.errors(y_err)
         fn = self.model.compiled(("log_likelihood",), lambda: _build_log_likelihood(self.model))
@@ -434,11 +429,8 @@ class Fit:
         out = np.asarray(fn(self.draws, jnp.asarray(x), jnp.asarray(y), self.linearize_at, y_err))
         return out + (0.0 if self.normalizer is None else self.normalizer.log_jacobian())
 
-    def _new_errors(self, y_err, like, positive: bool = False) -> np.ndarray | None:
-        """Validated noise scales for new observations: required iff the fit was made with ``y_err``.
-
-        ``like`` is the targets ``(n, out)`` they belong to, or the number of inputs ``n``.
-        """
+    def _new_errors(self, y_err, shape: tuple[int, int], positive: bool = False) -> np.ndarray | None:
+        """Validated noise scales for new observations of ``shape`` ``(n, out)``: required iff the fit was made with ``y_err``."""
         if self.y_err is None:
             if y_err is not None:
                 raise ValueError("`y_err` is only for fits made with known measurement errors (fit(..., y_err=...)).")
@@ -448,11 +440,16 @@ class Fit:
                 "this fit was made with known measurement errors `y_err`; pass `y_err` for these points "
                 "too (0 to predict the noise-free function)."
             )
-        if isinstance(like, int):
-            like = np.empty((like, self._spec.out), np.float32)
         from bnn.inference.optimize import prepare_errors
 
-        return prepare_errors(self.model, y_err, like, allow_zero=not positive)
+        return prepare_errors(self.model, y_err, shape, allow_zero=not positive)
+
+    def _observed(self, x, y, y_err) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Validated ``(x, y, y_err)``: the given observations, or the training ones when all are ``None``."""
+        if x is None and y is None and y_err is None:
+            return *self._data_or(x, y), self.y_err
+        x, y = self._data_or(x, y)
+        return x, y, self._new_errors(y_err, y.shape, positive=True)
 
     def _data_or(self, x, y) -> tuple[np.ndarray, np.ndarray]:
         """Validated ``(x, y)``: the given data, or the training data when both are ``None``."""

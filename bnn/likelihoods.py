@@ -68,8 +68,8 @@ class Likelihood(abc.ABC):
             )
         return arr
 
-    def check_y_err(self, y_err, y: np.ndarray, name: str = "y_err", allow_zero: bool = False) -> np.ndarray:
-        """Validate per-observation noise scales for targets ``y``; only a Gaussian has them."""
+    def check_y_err(self, y_err, shape: tuple[int, int], name: str = "y_err", allow_zero: bool = False) -> np.ndarray:
+        """Validate per-observation noise scales for targets of ``shape`` ``(n, out)``; only a Gaussian has them."""
         raise ValueError(
             f"`{name}` (known per-observation noise scales) needs a bnn.Gaussian likelihood; "
             f"this model's likelihood is {type(self).__name__}."
@@ -138,12 +138,12 @@ class Gaussian(Likelihood):
             return {NOISE_SITE: dist.HalfNormal(jnp.float32(self.noise_prior_scale))}
         return {}
 
-    def check_y_err(self, y_err, y, name="y_err", allow_zero=False):
+    def check_y_err(self, y_err, shape, name="y_err", allow_zero=False):
         arr = _checks.finite_array(y_err, name, ndims=(1, 2))
         if arr.ndim == 1:
             arr = arr[:, None]
-        if arr.shape != y.shape:
-            raise ValueError(f"`{name}` must have the shape of `y`, {y.shape} (one error per target); got {arr.shape}.")
+        if arr.shape != tuple(shape):
+            raise ValueError(f"`{name}` must have the shape of `y`, {tuple(shape)} (one error per target); got {arr.shape}.")
         bad = arr < 0 if allow_zero else arr <= 0
         if np.any(bad):
             raise ValueError(

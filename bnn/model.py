@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from flax import traverse_util
@@ -267,8 +266,7 @@ class BNN:
         from bnn.inference.optimize import prepare_errors
 
         x = _checks.inputs(x)
-        like = np.empty((x.shape[0], self.spec(x.shape[1]).out), np.float32)
-        y_err = prepare_errors(self, y_err, like, allow_zero=True)
+        y_err = prepare_errors(self, y_err, (x.shape[0], self.spec(x.shape[1]).out), allow_zero=True)
         key_params, key_y = jax.random.split(_checks.as_seed_key(seed))
         draws = self.sample_prior(x.shape[1], num_samples, key_params)
         return predictions_from_draws(self, draws, x, batch_size=batch_size, y_key=key_y, y_err=y_err)
@@ -309,7 +307,7 @@ class BNN:
         if not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")
         x, y = prepare_data(self, x, y)
-        y_err = prepare_errors(self, y_err, y)
+        y_err = prepare_errors(self, y_err, y.shape)
         if not normalize:
             fit = FITTERS[method](self, x, y, seed=seed, y_err=y_err, **options)
             return dataclasses.replace(fit, data=(x, y))
@@ -317,7 +315,7 @@ class BNN:
         validation = options.get("validation")
         if isinstance(validation, tuple) and len(validation) in (2, 3):
             xv, yv = prepare_data(self, *validation[:2])
-            errors = () if len(validation) == 2 else (normalizer.errors(prepare_errors(self, validation[2], yv, "validation[2]")),)
+            errors = () if len(validation) == 2 else (normalizer.errors(prepare_errors(self, validation[2], yv.shape, "validation[2]")),)
             options["validation"] = (normalizer.inputs(xv), normalizer.targets(yv), *errors)
         fit = FITTERS[method](self, normalizer.inputs(x), normalizer.targets(y), seed=seed,
                               y_err=normalizer.errors(y_err), **options)

@@ -142,7 +142,7 @@ def fit_laplace(
     elif not isinstance(map_fit, Fit) or map_fit.method != "map" or map_fit.model is not model:
         raise ValueError("`map_fit` must be a MAP Fit of this same model (model.fit(x, y, method='map')).")
     x, y = prepare_data(model, x, y)
-    y_err = prepare_errors(model, y_err, y)
+    y_err = prepare_errors(model, y_err, y.shape)
     if (map_fit.y_err is None) != (y_err is None):
         raise ValueError("`map_fit` and this Laplace fit must both use `y_err`, or neither.")
     spec = model.spec(x.shape[1])

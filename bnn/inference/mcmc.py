@@ -117,7 +117,7 @@ def fit_nuts(
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
-    y_err = prepare_errors(model, y_err, y)
+    y_err = prepare_errors(model, y_err, y.shape)
     key = _checks.as_seed_key(seed)
     key_init, key_run = jax.random.split(jax.random.fold_in(key, 4))
     if y_err is not None:

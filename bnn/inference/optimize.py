@@ -49,9 +49,10 @@ def prepare_data(model: BNN, x, y) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def prepare_errors(model: BNN, y_err, y: np.ndarray, name: str = "y_err", allow_zero: bool = False) -> np.ndarray | None:
-    """Validate known per-observation noise scales for targets ``y`` (``None`` passes through)."""
-    return None if y_err is None else model.likelihood.check_y_err(y_err, y, name, allow_zero)
+def prepare_errors(model: BNN, y_err, shape: tuple[int, int], name: str = "y_err",
+                   allow_zero: bool = False) -> np.ndarray | None:
+    """Validate known per-observation noise scales for targets of ``shape`` ``(n, out)`` (``None`` passes through)."""
+    return None if y_err is None else model.likelihood.check_y_err(y_err, shape, name, allow_zero)
 
 
 def initial_values(model: BNN, x: np.ndarray, y: np.ndarray, key, init_params=None) -> dict[str, jax.Array]:
@@ -149,7 +150,7 @@ def _split_validation(validation, x, y, y_err, key, model: BNN):
         xv, yv = prepare_data(model, *validation[:2])
         if xv.shape[1] != x.shape[1]:
             raise ValueError(f"`validation` inputs must have {x.shape[1]} columns like `x`; got {xv.shape[1]}.")
-        ev = None if y_err is None else prepare_errors(model, validation[2], yv, "validation[2]")
+        ev = None if y_err is None else prepare_errors(model, validation[2], yv.shape, "validation[2]")
         return x, y, y_err, (xv, yv, ev)
     expected = "(x_val, y_val)" if y_err is None else "(x_val, y_val, y_err_val) (the fit has `y_err`)"
     got = f"a tuple of {len(validation)}" if isinstance(validation, tuple) else type(validation).__name__
@@ -210,7 +211,7 @@ def fit_point(
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
-    fit_errors = y_err = prepare_errors(model, y_err, y)
+    fit_errors = y_err = prepare_errors(model, y_err, y.shape)
     key = _checks.as_seed_key(seed)
     x, y, y_err, val = _split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
     n = x.shape[0]

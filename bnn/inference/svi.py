@@ -103,7 +103,7 @@ def fit_svi(
 
     start = time.perf_counter()
     x, y = prepare_data(model, x, y)
-    y_err = prepare_errors(model, y_err, y)
+    y_err = prepare_errors(model, y_err, y.shape)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     key = _checks.as_seed_key(seed)
