@@ -92,20 +92,26 @@ def test_function_space_rhat_is_one_for_well_mixed_chains(linear_nuts):
     assert "converged in function space" in str(report)
 
 
-def _swap_chain(fit, perm_chain, transform):
-    """A copy of a 2-chain fit whose second chain's draws are transformed."""
-    half = fit.num_draws // 2
-    draws = {k: jnp.concatenate([v[:half], transform(k, v[half:])]) for k, v in fit.draws.items()}
+def _two_chains(fit, second):
+    """A 2-chain fit: ``fit``'s one chain, then ``second(site, draws)`` of the same draws."""
+    draws = {k: jnp.concatenate([v, second(k, v)]) for k, v in fit.draws.items()}
     return dataclasses.replace(fit, draws=draws, info={**fit.info, "num_chains": 2})
 
 
 def test_permuted_chains_fool_weight_space_but_not_function_space(sine_data):
-    """Chain 2 = chain 1 with hidden units permuted: the same functions, different weights."""
+    """Chain 2 = chain 1 with hidden units permuted: the same functions, different weights.
+
+    The draws are independent Gaussian draws around one MAP (a Laplace fit evaluated on the
+    network itself), labelled as two chains, so nothing depends on how one short MCMC chain
+    mixed. The comparison is with chain 2 = an exact copy of chain 1: permuting the units
+    must leave every function-space number unchanged, up to the float rounding of a
+    re-ordered sum, while weight-space R-hat jumps (the units differ at the MAP).
+    """
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((6, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
-    fit = model.fit(x, y, method="nuts", num_chains=1, num_warmup=200, num_samples=400)
+    laplace = model.fit(x, y, method="laplace", predictive="nn", num_steps=2000, num_samples=400)
+    fit = dataclasses.replace(laplace, method="nuts", linearize_at=None, info={"num_chains": 1})
     perm = np.array([3, 4, 5, 0, 1, 2])
-    half = fit.num_draws // 2
 
     def permute(site, v):
         if site == "Dense_0.kernel":
@@ -116,11 +122,18 @@ def test_permuted_chains_fool_weight_space_but_not_function_space(sine_data):
             return v[:, perm, :]
         return v
 
-    both = _swap_chain(fit, half, permute)
-    report = bnn.diagnose(both, bnn.datasets.sine_grid(25))
-    assert max(report.weight_rhat.values()) > 1.1  # weight space cries wolf
-    assert np.nanmax(report.function_rhat) < 1.05  # function space sees the same functions
-    assert "equivalent modes" in report.verdict or not report.ok
+    grid = bnn.datasets.sine_grid(25)
+    permuted = bnn.diagnose(_two_chains(fit, permute), grid)
+    copied = bnn.diagnose(_two_chains(fit, lambda site, v: v), grid)
+    # independent draws, two identical halves: R-hat ≈ 1 (its sampling spread at 800 draws is ~0.01)
+    assert max(copied.weight_rhat.values()) < 1.05
+    assert max(permuted.weight_rhat.values()) > 1.5  # weight space cries wolf
+    # Function values agree to float32 rounding of a 6-term sum, so ranks (and R-hat) can only
+    # move where two draws are within ~1e-6 of each other: a shift far below 1e-3.
+    np.testing.assert_allclose(permuted.function_rhat, copied.function_rhat, atol=1e-3)
+    np.testing.assert_allclose(permuted.function_ess_bulk, copied.function_ess_bulk, rtol=1e-2)
+    assert np.nanmax(permuted.function_rhat) < 1.05
+    assert "equivalent modes" in permuted.verdict
 
 
 def test_chains_in_different_modes_are_flagged(sine_data):
