@@ -17,19 +17,18 @@ import numpyro as _numpyro
 # imported before the lazy module itself has loaded, numpyro.distributions ends up
 # without its `distribution` attribute and numpyro.factor fails inside NUTS. Touching
 # an attribute loads the module first, so `import arviz; import bnn` works too.
-_numpyro.__version__
+_numpyro.__version__  # noqa: B018
 
 from bnn import datasets, diagnostics, metrics, plot  # noqa: E402
+from bnn._version import __version__  # noqa: E402
 from bnn.compare import compare  # noqa: E402
 from bnn.diagnostics import Diagnostics, diagnose, to_arviz  # noqa: E402
-from bnn.fit import Fit, Normalizer, Predictions  # noqa: E402
-from bnn.io import load  # noqa: E402
+from bnn.fit import Fit  # noqa: E402
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Heteroscedastic, Likelihood  # noqa: E402
-from bnn.model import BNN  # noqa: E402
+from bnn.model import BNN, load  # noqa: E402
 from bnn.nets import MLP, Polynomial  # noqa: E402
+from bnn.predictive import Normalizer, Predictions  # noqa: E402
 from bnn.priors import FanInNormal, Normal, Prior, prior_scale_to_weight_decay, weight_decay_to_prior_scale  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BNN",

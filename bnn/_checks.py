@@ -70,7 +70,20 @@ def level(value: Any, name: str = "level") -> float:
     return out
 
 
-def finite_array(value: Any, name: str, ndims: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+def float_dtype() -> type[np.floating]:
+    """The float type of data and parameters: float64 under ``jax_enable_x64``, else float32.
+
+    Read at call time, so ``with jax.enable_x64(True):`` switches a whole fit to float64.
+    """
+    return np.float64 if jax.config.jax_enable_x64 else np.float32
+
+
+def floats(value: Any) -> jax.Array:
+    """``value`` as a JAX array of :func:`float_dtype`."""
+    return jax.numpy.asarray(value, float_dtype())
+
+
+def finite_array(value: Any, name: str, ndims: tuple[int, ...], dtype: Any = "float") -> np.ndarray:
     """Convert to a NumPy array of an allowed rank and check every entry is finite."""
     try:
         arr = np.asarray(value)
@@ -89,11 +102,13 @@ def finite_array(value: Any, name: str, ndims: tuple[int, ...], dtype=np.float32
             f"`{name}` contains NaN or inf (first at index {tuple(bad)}); "
             "remove or impute those entries before fitting."
         )
+    if dtype == "float":
+        dtype = float_dtype()
     return arr.astype(dtype) if dtype is not None else arr
 
 
 def inputs(x: Any, name: str = "x", num_features: int | None = None) -> np.ndarray:
-    """Inputs as a float32 ``(n, features)`` array; a 1-D array is one feature."""
+    """Inputs as a float ``(n, features)`` array (:func:`float_dtype`); a 1-D array is one feature."""
     arr = finite_array(x, name, ndims=(1, 2))
     if arr.ndim == 1:
         arr = arr[:, None]
@@ -120,3 +135,24 @@ def from_type_dict(data, types: dict, what: str):
     if kind not in types:
         raise ValueError(f"unknown {what} type {kind!r}; known: {sorted(types)}.")
     return types[kind](**data)
+
+
+#: Data entries beyond this magnitude, fitted as given, saturate tanh units and dwarf
+#: Normal(0, 1)-scale weights: :func:`warn_if_large` suggests ``normalize=True``.
+LARGE_MAGNITUDE = 100.0
+
+
+def warn_if_large(arr: np.ndarray, name: str) -> None:
+    """Warn when a column of ``arr`` ``(n, columns)`` holds values beyond ``LARGE_MAGNITUDE``."""
+    peak = np.max(np.abs(arr), axis=0) if arr.ndim == 2 else np.max(np.abs(arr), keepdims=True)
+    if np.any(peak > LARGE_MAGNITUDE):
+        col = int(np.argmax(peak))
+        import warnings
+
+        warnings.warn(
+            f"`{name}` column {col} reaches {float(peak[col]):.4g} in magnitude. Fitted as given, priors and "
+            "initialisations meant for unit-scale data fit it poorly (saturated units, a NaN loss); pass "
+            "fit(..., normalize=True) to standardise the data (predictions stay in original units).",
+            UserWarning,
+            stacklevel=4,
+        )

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
     if args.version:
-        from bnn import __version__
+        from bnn._version import __version__
 
         print(__version__)
         return 0

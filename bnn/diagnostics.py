@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import TYPE_CHECKING
 
+import jax
 import numpy as np
 
 from bnn import _checks
-from bnn.fit import Fit, Predictions
+from bnn.predictive import Predictions, predictions_from_draws
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: a Fit calls into this module
+    from bnn.fit import Fit
 
 #: Vehtari et al. (2021): R-hat above this means the chains disagree.
 RHAT_THRESHOLD = 1.01
@@ -110,13 +115,9 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
             ss["lp"] = -np.asarray(stats["potential_energy"])
         groups["sample_stats"] = ss
     if num_prior_samples is not None:
-        from bnn.fit import predictions_from_draws
-
         key = _checks.as_seed_key(seed)
         prior = fit.model.sample_prior(fit.num_features, num_prior_samples, key)
         xs = x if fit.normalizer is None else fit.normalizer.inputs(x)
-        import jax
-
         errors = y_err if fit.normalizer is None else fit.normalizer.errors(y_err)
         prior_pred = predictions_from_draws(fit.model, prior, xs, y_key=jax.random.fold_in(key, 1), y_err=errors)
         if fit.normalizer is not None:
@@ -204,14 +205,15 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
         x = fit.data[0]
     x = _checks.inputs(x, "x", num_features=fit.num_features)
     # function values only: with known measurement errors, predict the noise-free function
-    no_noise = None if fit.y_err is None else np.zeros((x.shape[0], fit.model.spec(fit.num_features).out), np.float32)
+    no_noise = None if fit.y_err is None else np.zeros((x.shape[0], fit.model.spec(fit.num_features).out), x.dtype)
     pred: Predictions = fit.predict(x, y_err=no_noise)
     n_out = tuple(pred.mean.shape)
     nan = np.full(n_out, np.nan)
     divergences = int(fit.info.get("num_divergences", 0))
     base = dict(num_divergences=divergences, num_chains=fit.num_chains, num_draws=fit.num_draws)
     if fit.is_point:
-        return Diagnostics(nan, nan, nan, {}, ok=True, verdict=f"point estimate ({fit.method}): no posterior draws to diagnose.", **base)
+        verdict = f"point estimate ({fit.method}): no posterior draws to diagnose."
+        return Diagnostics(nan, nan, nan, {}, ok=True, verdict=verdict, **base)
     if fit.method != "nuts":
         return Diagnostics(
             nan, nan, nan, {}, ok=True,

@@ -15,6 +15,10 @@ Layout of a saved fit::
 
 A loaded fit predicts identically to the one saved. A missing, truncated, altered or
 mismatched folder raises with the path and what is wrong.
+
+This module knows the format only: :func:`save` writes any fit, :func:`read` returns the
+parts of a saved one (:class:`SavedFit`); :func:`bnn.load` (in :mod:`bnn.model`) rebuilds
+the model and its :class:`bnn.Fit` from them.
 """
 
 from __future__ import annotations
@@ -26,15 +30,21 @@ import math
 import warnings
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from bnn.fit import Fit, Normalizer
-from bnn.likelihoods import likelihood_from_dict
-from bnn.model import BNN
+from bnn._version import __version__
+from bnn.lifting import LiftedModel
+from bnn.likelihoods import Likelihood, likelihood_from_dict
 from bnn.nets import ACTIVATIONS, MLP, Polynomial
-from bnn.priors import Prior, prior_from_dict
+from bnn.predictive import Normalizer
+from bnn.priors import Prior, PriorSpec, prior_from_dict
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only: a Fit calls into this module
+    from bnn.fit import Fit
 
 FORMAT = "bnn-fit"
 VERSION = 1
@@ -137,9 +147,7 @@ def save(fit: Fit, path, overwrite: bool = False) -> Path:
       FileExistsError: ``path`` exists and is not empty, unless ``overwrite=True``.
       ValueError: the network cannot be described by its fields (see :func:`_network_spec`).
     """
-    from bnn import __version__
-
-    if not isinstance(fit, Fit):
+    if not all(hasattr(fit, a) for a in ("model", "draws", "method", "info")):
         raise TypeError(f"`fit` must be a bnn.Fit; got {type(fit).__name__}.")
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
@@ -157,7 +165,7 @@ def save(fit: Fit, path, overwrite: bool = False) -> Path:
     scalars, info_arrays = _split_info(fit.info)
     arrays.update(info_arrays)
     buffer = _io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     payload = buffer.getvalue()
     spec = {
         "format": FORMAT,
@@ -168,6 +176,7 @@ def save(fit: Fit, path, overwrite: bool = False) -> Path:
         "network": _network_spec(model.module),
         "prior": _prior_spec(model.prior),
         "likelihood": model.likelihood.to_dict(),
+        "matmul_precision": model.matmul_precision,
         "info": scalars,
         "arrays_sha256": hashlib.sha256(payload).hexdigest(),
     }
@@ -186,7 +195,8 @@ def _read_spec(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{str(spec_path)!r} is not valid JSON ({err}); the saved fit is corrupt.") from None
     if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise ValueError(f"{str(spec_path)!r} is not a bnn fit spec (format {spec.get('format') if isinstance(spec, dict) else None!r}).")
+        found = spec.get("format") if isinstance(spec, dict) else None
+        raise ValueError(f"{str(spec_path)!r} is not a bnn fit spec (format {found!r}).")
     if spec.get("version") != VERSION:
         raise ValueError(f"{str(spec_path)!r} has format version {spec.get('version')!r}; this bnn reads version {VERSION}.")
     return spec
@@ -206,8 +216,30 @@ def _read_arrays(path: Path, checksum: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{str(arrays_path)!r} is corrupt ({err}).") from None
 
 
-def load(path) -> Fit:
-    """Read a fit written by :func:`save`; it predicts identically to the saved one.
+class SavedFit(NamedTuple):
+    """The parts of a saved fit, as :func:`read` returns them.
+
+    ``module``, ``prior``, ``likelihood`` and ``matmul_precision`` rebuild the model;
+    the rest are the :class:`bnn.Fit` fields of the same names (``draws`` as
+    ``{site: (num_draws, *shape)}``).
+    """
+
+    module: nn.Module
+    prior: PriorSpec
+    likelihood: Likelihood
+    matmul_precision: str
+    method: str
+    num_features: int
+    draws: dict
+    info: dict
+    linearize_at: dict | None
+    normalizer: Normalizer | None
+    data: tuple | None
+    y_err: np.ndarray | None
+
+
+def read(path) -> SavedFit:
+    """Read the parts of a fit written by :func:`save` (``bnn.load`` builds the fit from them).
 
     Raises:
       FileNotFoundError: the folder, spec.json or arrays.npz is missing.
@@ -219,35 +251,44 @@ def load(path) -> Fit:
         raise FileNotFoundError(f"{str(path)!r} is not a folder holding a saved bnn fit.")
     spec = _read_spec(path)
     arrays = _read_arrays(path, spec.get("arrays_sha256", ""))
-    model = BNN(_network(spec["network"]), prior=_prior(spec["prior"]), likelihood=likelihood_from_dict(spec["likelihood"]))
+    module, prior, likelihood = _network(spec["network"]), _prior(spec["prior"]), likelihood_from_dict(spec["likelihood"])
     num_features = int(spec["num_features"])
-    pspec = model.spec(num_features)
+    paths_shapes, latent = _expected_sites(module, prior, likelihood, num_features)
 
     def group(prefix: str) -> dict:
         return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
 
     draws = {k: jnp.asarray(v) for k, v in group("draws").items()}
-    expected = dict(zip(pspec.paths, pspec.shapes))
-    wrong = {k: (tuple(draws[k].shape[1:]) if k in draws else None, s) for k, s in expected.items()
+    wrong = {k: (tuple(draws[k].shape[1:]) if k in draws else None, s) for k, s in paths_shapes.items()
              if k not in draws or tuple(draws[k].shape[1:]) != s}
-    extra = set(draws) - set(model.latent_sites(num_features))
-    if wrong or extra or set(model.likelihood.latent_sites()) - set(draws):
+    extra = set(draws) - set(latent)
+    if wrong or extra or set(latent) - set(draws):
         raise ValueError(
             f"the draws in {str(path / ARRAYS)!r} are mismatched with the saved network: (saved, expected) shapes "
             f"{wrong}, unexpected sites {sorted(extra)}."
         )
-    draws = {k: draws[k] for k in model.latent_sites(num_features)}
     linearize = group("linearize_at")
     norm = group("normalizer")
     data = group("data")
-    return Fit(
-        model=model,
+    return SavedFit(
+        module=module,
+        prior=prior,
+        likelihood=likelihood,
+        matmul_precision=spec.get("matmul_precision", "highest"),
         method=spec["method"],
-        draws=draws,
         num_features=num_features,
+        draws={k: draws[k] for k in latent},
         info=_join_info(spec.get("info", {}), {k: v for k, v in arrays.items() if k.startswith("info/")}),
         linearize_at={k: jnp.asarray(v) for k, v in linearize.items()} or None,
         normalizer=Normalizer(**norm) if norm else None,
         data=(data["x"], data["y"]) if data else None,
         y_err=arrays.get("y_err"),
     )
+
+
+def _expected_sites(module: nn.Module, prior: PriorSpec, likelihood: Likelihood,
+                    num_features: int) -> tuple[dict, tuple[str, ...]]:
+    """``({path: shape}, latent site names)`` of the saved network."""
+    lifted = LiftedModel(module, prior=prior, likelihood=likelihood)
+    spec = lifted.spec(num_features)
+    return dict(zip(spec.paths, spec.shapes)), lifted.latent_sites(num_features)

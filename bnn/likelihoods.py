@@ -56,7 +56,7 @@ class Likelihood(abc.ABC):
         return {}
 
     def check_y(self, y, width: int, name: str = "y") -> np.ndarray:
-        """Validate ``y`` against a network with ``width`` outputs; return it as ``(n, out)`` float32."""
+        """Validate ``y`` against a network with ``width`` outputs; return it as ``(n, out)`` floats."""
         arr = _checks.finite_array(y, name, ndims=(1, 2))
         if arr.ndim == 1:
             arr = arr[:, None]
@@ -135,7 +135,7 @@ class Gaussian(Likelihood):
 
     def latent_sites(self):
         if self.scale is None:
-            return {NOISE_SITE: dist.HalfNormal(jnp.float32(self.noise_prior_scale))}
+            return {NOISE_SITE: dist.HalfNormal(_checks.floats(self.noise_prior_scale))}
         return {}
 
     def check_y_err(self, y_err, shape, name="y_err", allow_zero=False):
@@ -154,7 +154,7 @@ class Gaussian(Likelihood):
 
     def noise(self, params) -> jax.Array:
         """The noise scale: a scalar, or ``(n, out)`` per observation when ``params`` carries ``y_err``."""
-        scale = params[NOISE_SITE] if self.scale is None else jnp.float32(self.scale)
+        scale = params[NOISE_SITE] if self.scale is None else _checks.floats(self.scale)
         return scale * params[Y_ERR] if Y_ERR in params else scale
 
     def distribution(self, f, params):

@@ -15,7 +15,7 @@ import numpy as np
 from jax.scipy.special import logsumexp, ndtr
 
 from bnn import _checks
-from bnn.fit import Predictions
+from bnn.predictive import Predictions
 
 
 def _targets(y, like: jnp.ndarray, name: str = "y") -> jnp.ndarray:
@@ -163,10 +163,8 @@ def crps(samples, y, fair: bool = False) -> jnp.ndarray:
             raise ValueError(
                 f"`y` must have shape ({arr.shape[1]},) to match `samples` of shape {arr.shape} (draws, n); got {np.shape(y)}."
             )
-        obs = jnp.asarray(obs)
-    else:
-        obs = _targets(y, arr[0])
-    return _crps_sorted(jnp.asarray(arr), obs, fair)
+        return _crps_sorted(jnp.asarray(arr), jnp.asarray(obs), fair)
+    return _crps_sorted(jnp.asarray(arr), _targets(y, arr[0]), fair)
 
 
 def _broadcast(named: dict[str, np.ndarray]) -> list[jnp.ndarray]:
@@ -185,12 +183,12 @@ def crps_gaussian(mean, std, y) -> jnp.ndarray:
     ``mean``, ``std`` and ``y`` must have the same shape or broadcast to one (a scalar ``std``
     is fine); ``std`` must be > 0.
     """
-    m = _checks.finite_array(mean, "mean", ndims=(0, 1, 2, 3))
-    s = _checks.finite_array(std, "std", ndims=(0, 1, 2, 3))
-    obs = _checks.finite_array(y, "y", ndims=(0, 1, 2, 3))
-    if np.any(s <= 0):
-        raise ValueError(f"`std` must be > 0 everywhere; got a minimum of {s.min()}.")
-    m, s, obs = _broadcast({"mean": m, "std": s, "y": obs})
+    m_np = _checks.finite_array(mean, "mean", ndims=(0, 1, 2, 3))
+    s_np = _checks.finite_array(std, "std", ndims=(0, 1, 2, 3))
+    obs_np = _checks.finite_array(y, "y", ndims=(0, 1, 2, 3))
+    if np.any(s_np <= 0):
+        raise ValueError(f"`std` must be > 0 everywhere; got a minimum of {s_np.min()}.")
+    m, s, obs = _broadcast({"mean": m_np, "std": s_np, "y": obs_np})
     z = (obs - m) / s
     pdf = _INV_SQRT_2PI * jnp.exp(-0.5 * jnp.square(z))
     return s * (z * (2.0 * ndtr(z) - 1.0) + 2.0 * pdf - _INV_SQRT_PI)

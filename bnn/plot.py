@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bnn import _checks
-from bnn.fit import Fit, Predictions
+from bnn.fit import Fit
+from bnn.predictive import Predictions
 
 
 def _axes(ax):

@@ -20,9 +20,7 @@ import dataclasses
 import fnmatch
 import math
 from collections.abc import Mapping, Sequence
-from typing import Union
 
-import jax.numpy as jnp
 import numpyro.distributions as dist
 
 from bnn import _checks
@@ -60,7 +58,7 @@ class Normal(Prior):
         object.__setattr__(self, "loc", loc)
 
     def distribution(self, shape):
-        base = dist.Normal(jnp.float32(self.loc), jnp.float32(self.scale))
+        base = dist.Normal(_checks.floats(self.loc), _checks.floats(self.scale))
         return base.expand(tuple(shape)).to_event(len(shape))
 
 
@@ -86,11 +84,11 @@ class FanInNormal(Prior):
         return self.scale / math.sqrt(math.prod(shape[:-1]))
 
     def distribution(self, shape):
-        base = dist.Normal(jnp.float32(0.0), jnp.float32(self.std(tuple(shape))))
+        base = dist.Normal(_checks.floats(0.0), _checks.floats(self.std(tuple(shape))))
         return base.expand(tuple(shape)).to_event(len(shape))
 
 
-PriorSpec = Union[Prior, Mapping[str, Prior]]
+PriorSpec = Prior | Mapping[str, Prior]
 
 _PRIOR_TYPES = {cls.__name__: cls for cls in (Normal, FanInNormal)}
 

@@ -1,15 +1,17 @@
 """Inference methods, one module per family: ``optimize`` (MLE, MAP), ``mcmc`` (NUTS),
 ``svi`` (variational), ``laplace`` (Gaussian around the MAP)."""
 
+from collections.abc import Callable
 from functools import partial
 
+from bnn.fit import Fit
 from bnn.inference.laplace import fit_laplace
 from bnn.inference.mcmc import fit_nuts
 from bnn.inference.optimize import fit_point
 from bnn.inference.svi import fit_svi
 
 #: method name -> function(model, x, y, seed=..., **options) -> Fit
-FITTERS = {
+FITTERS: dict[str, Callable[..., Fit]] = {
     "mle": partial(fit_point, method="mle"),
     "map": partial(fit_point, method="map"),
     "nuts": fit_nuts,

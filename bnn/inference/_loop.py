@@ -57,12 +57,15 @@ def run_in_chunks(
             state, values = run_chunk(state, keys)
             done += length
             losses.append(np.asarray(values))
-            last = float(losses[-1][-1])
-            if not np.isfinite(last):
+            bad = np.flatnonzero(~np.isfinite(losses[-1]))
+            if bad.size:
+                step = done - length + int(bad[0]) + 1
                 raise FloatingPointError(
-                    f"the {desc} objective became {last} at step {done}; lower the learning rate or "
-                    "check the scale of the data."
+                    f"the {desc} objective became {losses[-1][bad[0]]} at step {step} of {num_steps}. Remedies: a "
+                    "lower learning rate (learning_rate=...), fit(..., normalize=True) for data far from unit "
+                    "scale, or a tighter prior (a smaller prior scale)."
                 )
+            last = float(losses[-1][-1])
             if bar is not None:
                 bar.update(length)
                 bar.set_postfix(loss=f"{last:.4g}")
@@ -75,27 +78,75 @@ def run_in_chunks(
 
 
 @functools.lru_cache(maxsize=32)
-def _adam(learning_rate: float):
-    """Adam at ``learning_rate``: one object per rate, so compiled training loops keyed on it are reused."""
+def _decaying_adam(peak_learning_rate: float, num_steps: int):
+    """Adam whose rate falls from ``peak_learning_rate`` to 0 over ``num_steps`` by a half cosine.
+
+    One object per (rate, steps), so compiled training loops keyed on it are reused. A
+    constant rate leaves the last iterate of a stochastic (or ill-conditioned) optimisation
+    at a random point near the optimum; a decaying one settles there.
+    """
     import optax
 
-    return optax.with_extra_args_support(optax.adam(learning_rate))
+    schedule = optax.cosine_decay_schedule(peak_learning_rate, decay_steps=num_steps)
+    return optax.with_extra_args_support(optax.adam(schedule))
 
 
-def make_optimizer(optimizer, learning_rate, default_learning_rate: float):
-    """The optax transformation to use: ``optimizer``, or Adam at ``learning_rate`` (or the default)."""
+def make_optimizer(optimizer, learning_rate, default_learning_rate: float, num_steps: int):
+    """The optax transformation to use: ``optimizer``, or the default decaying Adam.
+
+    The default peaks at ``learning_rate`` (or ``default_learning_rate``) and decays to 0
+    over ``num_steps`` (see :func:`_decaying_adam`).
+    """
     import optax
 
     from bnn import _checks
 
     if optimizer is not None and learning_rate is not None:
-        raise ValueError("give either `optimizer` or `learning_rate` (for the default Adam), not both.")
+        raise ValueError("give either `optimizer` or `learning_rate` (the peak of the default Adam), not both.")
     if optimizer is None:
         lr = default_learning_rate if learning_rate is None else _checks.positive_float(learning_rate, "learning_rate")
-        return _adam(lr)
+        return _decaying_adam(lr, num_steps)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
     return optimizer
+
+
+#: The loss has settled when its last 5 % of steps fell by less than this fraction of its total fall...
+SETTLED_FRACTION = 0.01
+#: ...or by less than this many standard errors (minibatch and Monte Carlo noise).
+SETTLED_SE = 3.0
+
+
+def loss_settled(losses: np.ndarray) -> tuple[bool | None, float]:
+    """Whether an optimisation had settled: ``(settled, relative_change)``.
+
+    Compares the mean loss over the last 5 % of steps with the 5 % before: the loss is
+    still falling when that drop exceeds both ``SETTLED_FRACTION`` of the total drop since
+    the first step and ``SETTLED_SE`` standard errors of the difference (so noisy minibatch or
+    ELBO estimates are not mistaken for progress). ``(None, nan)`` for fewer than 40 steps.
+    """
+    losses = np.asarray(losses, np.float64)
+    w = losses.shape[0] // 20
+    if w < 2:
+        return None, float("nan")
+    last, prev = losses[-w:], losses[-2 * w:-w]
+    drop = float(prev.mean() - last.mean())
+    total = float(abs(losses[0] - last.mean()))
+    relative = drop / total if total > 0 else 0.0
+    se = float(np.sqrt((prev.var(ddof=1) + last.var(ddof=1)) / w))
+    return not (relative > SETTLED_FRACTION and drop > SETTLED_SE * se), relative
+
+
+def warn_unsettled(desc: str, relative: float, num_steps: int) -> None:
+    import warnings
+
+    warnings.warn(
+        f"the {desc} loss had not settled: over the last 5 % of its {num_steps} steps it still fell by "
+        f"{relative:.1%} of its total decrease. Raise num_steps, or use the default optimizer (its rate decays "
+        "to zero over num_steps).",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def check_batch_size(batch_size, n: int) -> int | None:

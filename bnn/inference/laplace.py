@@ -37,9 +37,9 @@ from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import fit_point, prepare_data, prepare_errors
+from bnn.inference.optimize import fit_point
+from bnn.lifting import LiftedModel
 from bnn.likelihoods import Y_ERR
-from bnn.model import BNN
 
 HESSIANS = ("ggn", "full")
 PREDICTIVES = ("glm", "nn")
@@ -58,7 +58,7 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
                 f"subset='last_layer' needs numbered top-level layers (Dense_0, Dense_1, ...); the parameters are "
                 f"{list(paths)}. Pass a list of path patterns instead, e.g. subset=['Dense_3.*']."
             )
-        last = max(numbered, key=numbered.get)
+        last = max(numbered, key=lambda t: numbered[t])
         return tuple(p for p in paths if p.split(".")[0] == last)
     if isinstance(subset, (list, tuple)) and subset and all(isinstance(s, str) for s in subset):
         unmatched = [s for s in subset if not fnmatch.filter(paths, s)]
@@ -68,7 +68,7 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
     raise ValueError(f"`subset` must be 'all', 'last_layer' or a list of path patterns; got {subset!r}.")
 
 
-def _laplace(model: BNN, hessian: str, unravel, num_samples: int):
+def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
     """One jitted program: the precision at θ*, its Cholesky factor, draws, and the evidence."""
 
     def run(theta_star, point, xs, ys, es, key):
@@ -102,7 +102,7 @@ def _laplace(model: BNN, hessian: str, unravel, num_samples: int):
 
 
 def fit_laplace(
-    model: BNN,
+    model: LiftedModel,
     x,
     y,
     seed=0,
@@ -141,8 +141,8 @@ def fit_laplace(
         raise ValueError(f"MAP options {sorted(map_options)} cannot be combined with `map_fit`.")
     elif not isinstance(map_fit, Fit) or map_fit.method != "map" or map_fit.model is not model:
         raise ValueError("`map_fit` must be a MAP Fit of this same model (model.fit(x, y, method='map')).")
-    x, y = prepare_data(model, x, y)
-    y_err = prepare_errors(model, y_err, y.shape)
+    x, y = model.check_data(x, y)
+    y_err = model.check_errors(y_err, y.shape)
     if (map_fit.y_err is None) != (y_err is None):
         raise ValueError("`map_fit` and this Laplace fit must both use `y_err`, or neither.")
     spec = model.spec(x.shape[1])

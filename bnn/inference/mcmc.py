@@ -24,8 +24,8 @@ from numpyro.infer import MCMC, NUTS
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import fit_point, initial_values, prepare_data, prepare_errors
-from bnn.model import BNN
+from bnn.inference.optimize import fit_point
+from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 INITS = ("module", "prior", "map")
@@ -48,11 +48,11 @@ def _chain_method(chain_method: str | None, num_chains: int) -> str:
     return chain_method
 
 
-def _initial_values(model: BNN, x, y, key, init, num_chains: int, map_options: dict) -> dict:
+def _initial_values(model: LiftedModel, x, y, key, init, num_chains: int, map_options: dict) -> dict:
     """Starting values per chain, ``{site: (num_chains, *shape)}`` (constrained)."""
     keys = jax.random.split(key, num_chains)
     if isinstance(init, dict):
-        one = initial_values(model, x, y, keys[0], init)
+        one = model.initial_values(x, y, keys[0], init)
         return {k: jnp.broadcast_to(v, (num_chains,) + v.shape) for k, v in one.items()}
     init = _checks.one_of(init, "init", INITS)
     if init == "prior":
@@ -63,12 +63,12 @@ def _initial_values(model: BNN, x, y, key, init, num_chains: int, map_options: d
             fit = fit_point(model, x, y, method="map", seed=k, **map_options)
             per_chain.append({s: v[0] for s, v in fit.draws.items()})
         else:
-            per_chain.append(initial_values(model, x, y, k))
+            per_chain.append(model.initial_values(x, y, k))
     return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
 
 
 def fit_nuts(
-    model: BNN,
+    model: LiftedModel,
     x,
     y,
     seed=0,
@@ -116,8 +116,8 @@ def fit_nuts(
     map_options = dict(map_options or {})
 
     start = time.perf_counter()
-    x, y = prepare_data(model, x, y)
-    y_err = prepare_errors(model, y_err, y.shape)
+    x, y = model.check_data(x, y)
+    y_err = model.check_errors(y_err, y.shape)
     key = _checks.as_seed_key(seed)
     key_init, key_run = jax.random.split(jax.random.fold_in(key, 4))
     if y_err is not None:

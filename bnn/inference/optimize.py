@@ -25,6 +25,7 @@ progress bar and validation checks).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,58 +34,13 @@ import optax
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, draw_batch, make_optimizer, run_in_chunks
-from bnn.likelihoods import NOISE_SITE
-from bnn.model import BNN, flatten_params
+from bnn.inference._loop import check_batch_size, draw_batch, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
+from bnn.lifting import LiftedModel
 
 DEFAULT_LEARNING_RATE = 1e-2
 
 
-def prepare_data(model: BNN, x, y) -> tuple[np.ndarray, np.ndarray]:
-    """Validate training data: ``x`` as ``(n, features)``, ``y`` in the likelihood's canonical shape."""
-    x = _checks.inputs(x, "x")
-    spec = model.spec(x.shape[1])
-    y = model.likelihood.check_y(y, spec.width, "y")
-    _checks.same_length(x, y)
-    return x, y
-
-
-def prepare_errors(model: BNN, y_err, shape: tuple[int, int], name: str = "y_err",
-                   allow_zero: bool = False) -> np.ndarray | None:
-    """Validate known per-observation noise scales for targets of ``shape`` ``(n, out)`` (``None`` passes through)."""
-    return None if y_err is None else model.likelihood.check_y_err(y_err, shape, name, allow_zero)
-
-
-def initial_values(model: BNN, x: np.ndarray, y: np.ndarray, key, init_params=None) -> dict[str, jax.Array]:
-    """Starting values of every latent site (constrained), ``{site: array}``.
-
-    Network parameters come from ``init_params`` (Flax variables or ``{path: array}``)
-    or from the module's initialisers with ``key``; a learned Gaussian noise scale
-    starts at the standard deviation of ``y``.
-    """
-    spec = model.spec(x.shape[1])
-    if init_params is None:
-        flat = flatten_params(model.init_params(x, key))
-    else:
-        flat = dict(flatten_params(init_params)) if "params" in init_params else dict(init_params)
-        wrong = {p: np.shape(flat[p]) for p, s in zip(spec.paths, spec.shapes) if p in flat and np.shape(flat[p]) != s}
-        if set(flat) - set(spec.paths) - set(model.likelihood.latent_sites()) or set(spec.paths) - set(flat) or wrong:
-            raise ValueError(
-                "`init_params` must hold exactly the network's parameters "
-                f"{dict(zip(spec.paths, spec.shapes))}; got {({k: np.shape(v) for k, v in flat.items()})}."
-            )
-    values = {p: jnp.asarray(flat[p], jnp.float32) for p in spec.paths}
-    for name in model.likelihood.latent_sites():
-        if name in flat:
-            values[name] = jnp.asarray(flat[name], jnp.float32)
-        elif name == NOISE_SITE:
-            values[name] = jnp.float32(max(float(np.std(y)), 1e-3))
-        else:  # pragma: no cover - no other likelihood sites exist yet
-            raise ValueError(f"no initial value rule for likelihood site {name!r}")
-    return values
-
-
-def objective_fn(model: BNN, method: str, num_features: int, n: int):
+def objective_fn(model: LiftedModel, method: str, num_features: int, n: int):
     """``loss(u, xb, yb, eb)``: the per-point negative log joint at unconstrained ``u``.
 
     ``xb, yb`` (and the known noise scales ``eb``, or ``None``) may be a minibatch of the
@@ -128,7 +84,7 @@ def _build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
     return scan_chunk
 
 
-def _split_validation(validation, x, y, y_err, key, model: BNN):
+def _split_validation(validation, x, y, y_err, key, model: LiftedModel):
     """``(x_train, y_train, y_err_train, (x_val, y_val, y_err_val) or None)``."""
     if validation is None:
         return x, y, y_err, None
@@ -144,13 +100,13 @@ def _split_validation(validation, x, y, y_err, key, model: BNN):
             )
         perm = np.asarray(jax.random.permutation(key, x.shape[0]))
         val, train = perm[:n_val], perm[n_val:]
-        rows = (lambda a, r: None if a is None else a[r])
-        return x[train], y[train], rows(y_err, train), (x[val], y[val], rows(y_err, val))
+        e_train, e_val = (None, None) if y_err is None else (y_err[train], y_err[val])
+        return x[train], y[train], e_train, (x[val], y[val], e_val)
     if isinstance(validation, tuple) and len(validation) == (2 if y_err is None else 3):
-        xv, yv = prepare_data(model, *validation[:2])
+        xv, yv = model.check_data(*validation[:2])
         if xv.shape[1] != x.shape[1]:
             raise ValueError(f"`validation` inputs must have {x.shape[1]} columns like `x`; got {xv.shape[1]}.")
-        ev = None if y_err is None else prepare_errors(model, validation[2], yv.shape, "validation[2]")
+        ev = None if y_err is None else model.check_errors(validation[2], yv.shape, "validation[2]")
         return x, y, y_err, (xv, yv, ev)
     expected = "(x_val, y_val)" if y_err is None else "(x_val, y_val, y_err_val) (the fit has `y_err`)"
     got = f"a tuple of {len(validation)}" if isinstance(validation, tuple) else type(validation).__name__
@@ -160,7 +116,7 @@ def _split_validation(validation, x, y, y_err, key, model: BNN):
 
 
 def fit_point(
-    model: BNN,
+    model: LiftedModel,
     x,
     y,
     method: str = "map",
@@ -185,9 +141,10 @@ def fit_point(
       seed: int or JAX key; the start is ``model.init_params(x, seed)`` unless
         ``init_params`` is given.
       num_steps: optimiser steps.
-      optimizer: any optax transformation (default ``optax.adam(1e-2)``); those that
-        need the loss value (``optax.lbfgs``) receive it.
-      learning_rate: learning rate of the default Adam (not allowed with ``optimizer``).
+      optimizer: any optax transformation; those that need the loss value (``optax.lbfgs``)
+        receive it. Default: Adam whose rate decays from ``learning_rate`` (1e-2) to 0 over
+        ``num_steps`` by a half cosine, so the last iterate settles at the optimum.
+      learning_rate: peak learning rate of the default Adam (not allowed with ``optimizer``).
       batch_size: rows per step (drawn with replacement); ``None`` = full batch.
       init_params: starting Flax variables ``{"params": ...}`` (or ``{path: array}``).
       validation: a fraction of the rows to hold out, or ``(x_val, y_val)`` (``(x_val, y_val,
@@ -202,23 +159,25 @@ def fit_point(
 
     Returns:
       a :class:`bnn.Fit` with one draw; ``info`` holds ``loss`` (per step),
-      ``num_steps`` run, ``wall_time`` and, with validation, ``val_loss`` and ``best_step``.
+      ``num_steps`` run, ``wall_time``, ``settled`` / ``loss_change`` (whether the loss had
+      stopped falling over the last 5 % of steps, see :func:`bnn.inference._loop.loss_settled`;
+      a warning says so when it had not) and, with validation, ``val_loss`` and ``best_step``.
     """
     method = _checks.one_of(method, "method", ("mle", "map"))
     num_steps = _checks.positive_int(num_steps, "num_steps")
     patience = _checks.positive_int(patience, "patience")
-    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
+    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps))
 
     start = time.perf_counter()
-    x, y = prepare_data(model, x, y)
-    fit_errors = y_err = prepare_errors(model, y_err, y.shape)
+    x, y = model.check_data(x, y)
+    fit_errors = y_err = model.check_errors(y_err, y.shape)
     key = _checks.as_seed_key(seed)
     x, y, y_err, val = _split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     num_features = x.shape[1]
     transforms = model.transforms(num_features)
-    init = initial_values(model, x, y, key, init_params)
+    init = model.initial_values(x, y, key, init_params)
     u0 = {k: transforms[k].inv(v) for k, v in init.items()}
     scan_chunk = model.compiled(
         ("point", method, optimizer, batch_size, n, num_features),
@@ -227,7 +186,7 @@ def fit_point(
 
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     val_losses: list[float] = []
-    best = {"loss": np.inf, "u": u0, "step": 0, "since": 0}
+    best: dict[str, Any] = {"loss": np.inf, "u": u0, "step": 0, "since": 0}
     on_chunk = None
     if val is not None:
         val_data = jax.tree.map(jnp.asarray, val)
@@ -269,6 +228,9 @@ def fit_point(
         "wall_time": time.perf_counter() - start,
         "num_train": n,
     }
+    info["settled"], info["loss_change"] = loss_settled(losses)
     if val is not None:
         info.update(val_loss=np.asarray(val_losses), best_step=best["step"])
+    elif info["settled"] is False:  # early stopping judges by validation loss instead
+        warn_unsettled(method.upper(), info["loss_change"], done)
     return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info, y_err=fit_errors)

@@ -27,9 +27,8 @@ from numpyro.optim import optax_to_numpyro
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, draw_batch, make_optimizer, run_in_chunks
-from bnn.inference.optimize import initial_values, prepare_data, prepare_errors
-from bnn.model import BNN, PLATE
+from bnn.inference._loop import check_batch_size, draw_batch, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
+from bnn.lifting import PLATE, LiftedModel
 
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
 DEFAULT_LEARNING_RATE = 1e-2
@@ -48,7 +47,7 @@ def make_guide(kind: str, model_fn, init_values: dict, init_scale: float, rank: 
 
 
 def fit_svi(
-    model: BNN,
+    model: LiftedModel,
     x,
     y,
     seed=0,
@@ -72,8 +71,10 @@ def fit_svi(
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
       guide: ``"normal"``, ``"lowrank"``, ``"fullrank"`` or ``"delta"``.
       num_steps: optimiser steps.
-      optimizer: an optax transformation (default ``optax.adam(1e-2)``).
-      learning_rate: learning rate of the default Adam.
+      optimizer: an optax transformation. Default: Adam whose rate decays from
+        ``learning_rate`` (1e-2) to 0 over ``num_steps`` by a half cosine (a constant rate
+        leaves the variational parameters jittering around the optimum).
+      learning_rate: peak learning rate of the default Adam.
       batch_size: rows per step (with replacement), ``None`` = full batch.
       num_particles: Monte Carlo samples per ELBO estimate.
       num_samples: posterior draws taken from the fitted guide (default 1000; 1 for ``"delta"``).
@@ -86,7 +87,8 @@ def fit_svi(
 
     Returns:
       a :class:`bnn.Fit` whose ``draws`` come from the guide; ``info`` holds ``loss``
-      (negative ELBO per step), ``guide``, ``guide_params`` and ``wall_time``.
+      (negative ELBO per step), ``guide``, ``guide_params``, ``wall_time`` and ``settled`` /
+      ``loss_change`` (as for MAP; a warning says when the ELBO was still improving).
     """
     guide = _checks.one_of(guide, "guide", GUIDES)
     num_steps = _checks.positive_int(num_steps, "num_steps")
@@ -99,15 +101,15 @@ def fit_svi(
         if guide != "lowrank":
             raise ValueError(f"`rank` applies to guide='lowrank' only; got guide={guide!r}.")
         rank = _checks.positive_int(rank, "rank")
-    optimizer = make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE)
+    optimizer = make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps)
 
     start = time.perf_counter()
-    x, y = prepare_data(model, x, y)
-    y_err = prepare_errors(model, y_err, y.shape)
+    x, y = model.check_data(x, y)
+    y_err = model.check_errors(y_err, y.shape)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     key = _checks.as_seed_key(seed)
-    init = initial_values(model, x, y, key, init_params)
+    init = model.initial_values(x, y, key, init_params)
 
     def batched_model(x, y, idx=None, y_err=None):
         if idx is None:
@@ -148,4 +150,7 @@ def fit_svi(
         "num_train": n,
         "batch_size": batch_size,
     }
+    info["settled"], info["loss_change"] = loss_settled(losses)
+    if info["settled"] is False:
+        warn_unsettled(f"SVI ({guide})", info["loss_change"], done)
     return Fit(model=model, method="svi", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
