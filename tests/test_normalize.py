@@ -37,7 +37,8 @@ def test_normalizer_statistics_and_round_trip(shifted):
     np.testing.assert_allclose(norm.x_scale, x.std(0), rtol=1e-5)
     np.testing.assert_allclose(norm.targets(y).std(0), 1.0, rtol=1e-4)
     assert norm.log_jacobian() == pytest.approx(-np.log(y.std()), rel=1e-5)
-    raw = bnn.BNN(bnn.MLP((3, 1)), likelihood=bnn.Gaussian()).fit(x, y, method="map", num_steps=10)
+    with pytest.warns(UserWarning, match="`x` column 0 reaches .* normalize=True"):
+        raw = bnn.BNN(bnn.MLP((3, 1)), likelihood=bnn.Gaussian()).fit(x, y, method="map", num_steps=10)
     assert raw.normalizer is None
 
 
