@@ -19,7 +19,7 @@ import numpyro as _numpyro
 # an attribute loads the module first, so `import arviz; import bnn` works too.
 _numpyro.__version__  # noqa: B018
 
-from bnn import datasets, diagnostics, metrics, plot  # noqa: E402
+from bnn import datasets, diagnostics, metrics, plot, sbc  # noqa: E402
 from bnn._version import __version__  # noqa: E402
 from bnn.compare import compare  # noqa: E402
 from bnn.diagnostics import Diagnostics, diagnose, to_arviz  # noqa: E402
@@ -56,5 +56,6 @@ __all__ = [
     "diagnostics",
     "metrics",
     "plot",
+    "sbc",
     "__version__",
 ]
