@@ -74,7 +74,7 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
       * ``observed_data`` (``y``) and ``constant_data`` (``x``);
       * ``sample_stats`` — NUTS: ``diverging``, ``n_steps``, ``tree_depth``,
         ``acceptance_rate``, ``energy``, ``step_size``, ``lp``; optimisation and SVI: the
-        objective per step (``loss``; ``elbo`` for SVI) along a ``step`` dim;
+        objective per step (``loss``; ``elbo`` for SVI) along a ``step`` dim (and ``member`` for ensembles);
       * ``prior`` and ``prior_predictive`` — when ``num_prior_samples`` is given.
 
     Args:
@@ -131,7 +131,8 @@ def to_arviz(fit: Fit, x=None, y=None, num_prior_samples: int | None = None, see
     if "loss" in fit.info:
         loss = np.asarray(fit.info["loss"])
         trace = {"elbo": -loss} if fit.method == "svi" else {"loss": loss}
-        tree["sample_stats"] = xr.Dataset({k: ("step", v) for k, v in trace.items()})
+        dims_of = ("step",) if loss.ndim == 1 else ("step", "member")  # an ensemble: one column per member
+        tree["sample_stats"] = xr.Dataset({k: (dims_of, v) for k, v in trace.items()})
     tree.attrs.update(
         method=fit.method,
         point_estimate=int(fit.is_point),

@@ -83,7 +83,9 @@ class BNN(LiftedModel):
               :func:`bnn.inference.optimize.fit_point`;
             * ``"nuts"`` — NumPyro NUTS, :func:`bnn.inference.mcmc.fit_nuts`;
             * ``"svi"`` — variational inference, :func:`bnn.inference.svi.fit_svi`;
-            * ``"laplace"`` — Gaussian around the MAP, :func:`bnn.inference.laplace.fit_laplace`.
+            * ``"laplace"`` — Gaussian around the MAP, :func:`bnn.inference.laplace.fit_laplace`;
+            * ``"ensemble"`` — ``num_members`` MAP (or MLE) fits from different starts, trained
+              in one vectorised program, :func:`bnn.inference.ensemble.fit_ensemble`.
           seed: int or JAX key.
           normalize: standardise inputs (and, for continuous likelihoods, targets) with the
             training mean and std before fitting; predictions come back in original units.

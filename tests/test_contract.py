@@ -14,8 +14,13 @@ OPTIONS = {
     "laplace": {"num_steps": 200, "num_samples": 30},
     "svi": {"num_steps": 200, "num_samples": 30},
     "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
+    "ensemble": {"num_members": 6, "num_steps": 200},
 }
-DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30}
+DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30, "ensemble": 6}
+
+
+def test_every_method_is_in_the_contract():
+    assert set(OPTIONS) == set(bnn.model.METHODS)
 
 LIKELIHOODS = {
     "gaussian": (lambda: bnn.Gaussian(scale=0.1), 1),

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from functools import partial
 
 from bnn.fit import Fit
+from bnn.inference.ensemble import fit_ensemble
 from bnn.inference.laplace import fit_laplace
 from bnn.inference.mcmc import fit_nuts
 from bnn.inference.optimize import fit_point
@@ -17,6 +18,7 @@ FITTERS: dict[str, Callable[..., Fit]] = {
     "nuts": fit_nuts,
     "svi": fit_svi,
     "laplace": fit_laplace,
+    "ensemble": fit_ensemble,
 }
 
-__all__ = ["FITTERS", "fit_laplace", "fit_nuts", "fit_point", "fit_svi"]
+__all__ = ["FITTERS", "fit_ensemble", "fit_laplace", "fit_nuts", "fit_point", "fit_svi"]

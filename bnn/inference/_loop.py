@@ -39,6 +39,8 @@ def run_in_chunks(
 ) -> tuple[Any, np.ndarray, int]:
     """Run ``num_steps`` steps as ``run_chunk(state, keys) -> (state, losses)`` calls of ``chunk`` steps.
 
+    ``losses`` has the steps on its first axis (``(steps,)``, or ``(steps, members)`` for an ensemble).
+
     Each step gets its own key (``keys`` has one row per step). ``on_chunk(state, steps_done)``
     returning True stops early.
 
@@ -56,16 +58,17 @@ def run_in_chunks(
             keys = jax.random.split(jax.random.fold_in(key, done), length)
             state, values = run_chunk(state, keys)
             done += length
-            losses.append(np.asarray(values))
-            bad = np.flatnonzero(~np.isfinite(losses[-1]))
+            values = np.asarray(values)
+            losses.append(values)
+            bad = np.argwhere(~np.isfinite(values))
             if bad.size:
-                step = done - length + int(bad[0]) + 1
+                step = done - length + int(bad[0][0]) + 1
                 raise FloatingPointError(
-                    f"the {desc} objective became {losses[-1][bad[0]]} at step {step} of {num_steps}. Remedies: a "
+                    f"the {desc} objective became {values[tuple(bad[0])]} at step {step} of {num_steps}. Remedies: a "
                     "lower learning rate (learning_rate=...), fit(..., normalize=True) for data far from unit "
                     "scale, or a tighter prior (a smaller prior scale)."
                 )
-            last = float(losses[-1][-1])
+            last = float(np.mean(values[-1]))
             if bar is not None:
                 bar.update(length)
                 bar.set_postfix(loss=f"{last:.4g}")

@@ -60,7 +60,7 @@ def objective_fn(model: LiftedModel, method: str, num_features: int, n: int):
     return loss
 
 
-def _build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
+def build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
     """A jitted ``(u, opt_state, keys, data) -> ((u, opt_state), losses)``: one scan step per key.
 
     ``data`` is ``(xs, ys, es)`` with ``es`` the known noise scales or ``None``.
@@ -84,7 +84,7 @@ def _build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
     return scan_chunk
 
 
-def _split_validation(validation, x, y, y_err, key, model: LiftedModel):
+def split_validation(validation, x, y, y_err, key, model: LiftedModel):
     """``(x_train, y_train, y_err_train, (x_val, y_val, y_err_val) or None)``."""
     if validation is None:
         return x, y, y_err, None
@@ -172,7 +172,7 @@ def fit_point(
     x, y = model.check_data(x, y)
     fit_errors = y_err = model.check_errors(y_err, y.shape)
     key = _checks.as_seed_key(seed)
-    x, y, y_err, val = _split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
+    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     num_features = x.shape[1]
@@ -181,7 +181,7 @@ def fit_point(
     u0 = {k: transforms[k].inv(v) for k, v in init.items()}
     scan_chunk = model.compiled(
         ("point", method, optimizer, batch_size, n, num_features),
-        lambda: _build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size),
+        lambda: build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size),
     )
 
     data = jax.tree.map(jnp.asarray, (x, y, y_err))

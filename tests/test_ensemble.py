@@ -1,0 +1,105 @@
+"""Deep ensembles: each member is a MAP (or MLE) fit, trained together in one vectorised program."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import bnn
+
+from conftest import ridge_posterior
+
+NOISE, PRIOR = 0.3, 0.5
+
+
+def _stack_members(fit):
+    d = fit.draws
+    return np.concatenate([np.asarray(d["Dense_0.kernel"])[:, :, 0], np.asarray(d["Dense_0.bias"])], axis=1)
+
+
+def test_every_member_reaches_the_ridge_solution(linear_data):
+    """A convex objective has one optimum: every member, from its own start, converges to the
+    closed-form ridge solution (decaying Adam, float32 round-off: ~1e-5 relative)."""
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
+    fit = model.fit(x, y, method="ensemble", num_members=4, num_steps=3000)
+    exact, _ = ridge_posterior(x, y, NOISE, PRIOR)
+    members = _stack_members(fit)
+    assert members.shape == (4, 4)
+    assert np.all(np.linalg.norm(members - exact, axis=1) / np.linalg.norm(exact) < 1e-4)
+    assert fit.info["settled"] and fit.info["num_members"] == 4
+
+
+def test_mle_members_with_learned_noise_are_least_squares(linear_data):
+    """objective='mle' with a learned σ: OLS and the RMS residual, per member (closed forms)."""
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), likelihood=bnn.Gaussian())
+    fit = model.fit(x, y, method="ensemble", objective="mle", num_members=3, num_steps=4000, learning_rate=3e-2)
+    X = np.concatenate([x.astype(np.float64), np.ones((len(x), 1))], axis=1)
+    beta = np.linalg.lstsq(X, y.astype(np.float64)[:, 0], rcond=None)[0]
+    rms = np.sqrt(np.mean(np.square(X @ beta - y[:, 0])))
+    np.testing.assert_allclose(_stack_members(fit), np.broadcast_to(beta, (3, 4)), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(fit.draws["noise_scale"]), rms, rtol=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:.*loss had not settled:UserWarning")  # a trajectory test
+def test_each_member_is_the_map_fit_from_its_own_start(sine_data):
+    """Member m = fit(method='map', seed=jax.random.split(key, M)[m]) with the same optimiser.
+
+    Both run the same float32 arithmetic (the ensemble vmapped), so they agree to rounding for
+    a few hundred steps (as MAP does with a plain optax loop, see test_optimize)."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
+    ens = model.fit(x, y, method="ensemble", seed=7, num_members=3, num_steps=200, optimizer=optax.adam(1e-2))
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)
+    for m in range(3):
+        single = model.fit(x, y, method="map", seed=keys[m], num_steps=200, optimizer=optax.adam(1e-2))
+        for site, value in single.draws.items():
+            np.testing.assert_allclose(np.asarray(ens.draws[site][m]), np.asarray(value[0]), atol=1e-5, err_msg=site)
+    # the members start apart and end apart: an ensemble, not copies
+    assert float(np.abs(np.asarray(ens.draws["Dense_0.kernel"][0] - ens.draws["Dense_0.kernel"][1])).max()) > 0.1
+
+
+def test_an_ensemble_is_a_fit_like_any_other(sine_data, tmp_path):
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((8, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
+    fit = model.fit(x, y, method="ensemble", num_members=5, num_steps=1500)
+    grid = bnn.datasets.sine_grid(30)
+    pred = fit.predict(grid)
+    # the predictive is the uniform mixture of the members
+    members = [bnn.Fit(model=model, method="map", draws={k: v[m:m + 1] for k, v in fit.draws.items()},
+                       num_features=1).predict(grid) for m in range(5)]
+    means = np.stack([np.asarray(p.mean) for p in members])
+    np.testing.assert_allclose(np.asarray(pred.mean), means.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(pred.epistemic_var), means.var(0), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(pred.variance), np.asarray(pred.epistemic_var + pred.aleatoric_var), rtol=1e-6)
+    assert fit.num_draws == 5 and np.asarray(fit.draws["noise_scale"]).shape == (5,)
+    tree = fit.to_arviz()
+    assert tree["posterior"]["Dense_0.kernel"].shape == (1, 5, 1, 8)
+    assert "independent draws" in bnn.diagnose(fit, grid).verdict
+    fit.save(tmp_path / "ens")
+    np.testing.assert_array_equal(np.asarray(bnn.load(tmp_path / "ens").predict(grid).mean), np.asarray(pred.mean))
+    table = bnn.compare({"ensemble": fit}, x, y, loo=False)
+    assert np.isfinite(table.loc["ensemble", "nll"])
+
+
+def test_early_stopping_is_per_member(sine_data):
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((50, 50, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
+    fit = model.fit(x, y, method="ensemble", num_members=4, num_steps=20000, validation=0.25, eval_every=100,
+                    patience=5, learning_rate=3e-2)
+    info = fit.info
+    history = info["val_loss"]
+    assert history.shape == (info["num_steps"] // 100, 4)
+    np.testing.assert_array_equal(info["best_step"], 100 * (np.argmin(history, axis=0) + 1))
+    assert info["num_steps"] == info["best_step"].max() + 5 * 100  # the last member to stop ends training
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"num_members": 0}, "`num_members` must be an int >= 1"),
+    ({"objective": "vi"}, "`objective` must be one of 'map', 'mle'"),
+])
+def test_bad_ensemble_options(sine_data, options, match):
+    x, y = sine_data
+    with pytest.raises(ValueError, match=match):
+        bnn.BNN(bnn.MLP((4, 1))).fit(x, y, method="ensemble", **options)
