@@ -56,9 +56,9 @@ def run_in_chunks(
         while done < num_steps:
             length = min(chunk, num_steps - done)
             keys = jax.random.split(jax.random.fold_in(key, done), length)
-            state, values = run_chunk(state, keys)
+            state, chunk_values = run_chunk(state, keys)
             done += length
-            values = np.asarray(values)
+            values = np.asarray(chunk_values)
             losses.append(values)
             bad = np.argwhere(~np.isfinite(values))
             if bad.size:
