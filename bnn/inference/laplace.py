@@ -22,6 +22,18 @@ when the Laplace covariance is taken over all weights (Immer et al., 2021).
 
 For a network that is linear in its parameters with a Gaussian likelihood, both
 Hessians are exact and the Laplace posterior is the exact posterior.
+
+``tune_prior=True`` chooses one factor ``c`` for every prior scale (and the noise scale of
+a learned Gaussian noise) by maximising the Laplace log marginal likelihood (MacKay, 1992;
+Immer et al., 2021): at the MAP θ* the evidence of the GGN Laplace is
+
+    log p(y | θ*, σ) + log p(θ* | c) + d/2 log 2π − ½ log det(G/σ² + diag(1/(c sᵢ)²))
+
+(G the GGN at unit noise, sᵢ the prior scales). It is maximised over ``(log c, log σ)``
+with θ* fixed, the MAP is refitted under the chosen values, and the two steps alternate
+until ``c`` and ``σ`` change by less than 0.1 %. For a linear-Gaussian model the fixed point
+is the exact type-II maximum likelihood (at θ* the MAP's gradient vanishes, so only the
+explicit dependence on ``c`` and ``σ`` matters).
 """
 
 from __future__ import annotations
@@ -29,17 +41,20 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference.optimize import fit_point
 from bnn.lifting import LiftedModel
-from bnn.likelihoods import Y_ERR
+from bnn.likelihoods import NOISE_SITE, Y_ERR, Gaussian
+from bnn.priors import FanInNormal, Normal, Prior
 
 HESSIANS = ("ggn", "full")
 PREDICTIVES = ("glm", "nn")
@@ -101,6 +116,131 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
     return jax.jit(run)
 
 
+#: Alternations of "maximise the evidence at θ*" and "refit the MAP" at most, and their tolerance.
+TUNE_ITERATIONS = 20
+TUNE_TOLERANCE = 1e-3
+
+
+def scaled_prior(prior, factor: float):
+    """The prior with every scale multiplied by ``factor`` (zero-mean Normal / FanInNormal priors)."""
+
+    def one(p: Prior) -> Prior:
+        if isinstance(p, Normal) and p.loc == 0.0:
+            return Normal(p.scale * factor)
+        if isinstance(p, FanInNormal):
+            return FanInNormal(p.scale * factor)
+        raise ValueError(f"tune_prior=True needs zero-mean Normal or FanInNormal priors; got {p!r}.")
+
+    return one(prior) if isinstance(prior, Prior) else {k: one(v) for k, v in prior.items()}
+
+
+def _prior_stds(spec, selected: tuple[str, ...]) -> jax.Array:
+    """Prior standard deviation of every entry of the selected parameters, in ravel order."""
+    def std(path, shape):
+        prior = spec.priors[path]
+        return prior.std(shape) if isinstance(prior, FanInNormal) else prior.scale
+
+    shapes = dict(zip(spec.paths, spec.shapes))
+    flat, _ = ravel_pytree({p: jnp.full(shapes[p], std(p, shapes[p]), _checks.float_dtype()) for p in selected})
+    return flat
+
+
+def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
+    """Jitted ``(θ*, point, xs, ys, es, prior_std, h0) -> (h, log evidence)``: the GGN Laplace evidence
+    maximised over ``h = (log c, log σ)`` at fixed θ*, where the prior scales are ``c · prior_std``
+    and ``σ`` is the noise scale (it only moves for a learned noise; ``point`` holds the σ at
+    which the GGN is evaluated)."""
+    optimizer = optax.lbfgs()
+
+    def run(theta_star, point, xs, ys, es, prior_std, h0):
+        params = point if es is None else {**point, Y_ERR: es}
+        f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
+        ggn = jax.hessian(lambda t: model.likelihood.ggn_loss(f_star + jvp(t - theta_star), f_star, ys, params))(theta_star)
+        sigma0 = point[NOISE_SITE] if learned_noise else 1.0
+        dim = theta_star.shape[0]
+
+        def neg_evidence(h):
+            var = jnp.square(jnp.exp(h[0]) * prior_std)
+            if learned_noise:
+                sigma = jnp.exp(h[1])
+                lik_params, lik_precision = {**params, NOISE_SITE: sigma}, ggn * jnp.square(sigma0 / sigma)
+            else:
+                lik_params, lik_precision = params, ggn
+            log_lik = jnp.sum(model.likelihood.log_prob(f_star, ys, lik_params))
+            log_prior = jnp.sum(-0.5 * jnp.square(theta_star) / var - 0.5 * jnp.log(2 * jnp.pi * var))
+            chol = jnp.linalg.cholesky(lik_precision + jnp.diag(1.0 / var))
+            log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+            return -(log_lik + log_prior + 0.5 * dim * jnp.log(2 * jnp.pi) - 0.5 * log_det)
+
+        value_and_grad = optax.value_and_grad_from_state(neg_evidence)
+
+        def step(carry, _):
+            h, state = carry
+            value, grad = value_and_grad(h, state=state)
+            updates, state = optimizer.update(grad, state, h, value=value, grad=grad, value_fn=neg_evidence)
+            return (optax.apply_updates(h, updates), state), value
+
+        (h, _), _ = jax.lax.scan(step, (h0, optimizer.init(h0)), None, length=100)
+        return h, -neg_evidence(h)
+
+    return jax.jit(run)
+
+
+def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
+    """Alternate evidence maximisation at the MAP and MAP refits; return the tuned model, its MAP fit and info."""
+    likelihood = model.likelihood
+    learned_noise = isinstance(likelihood, Gaussian) and likelihood.learned
+    factor, sigma = 1.0, None
+    map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
+    if learned_noise:
+        sigma = float(map_fit.draws[NOISE_SITE][0])
+    xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
+    history = []
+    for _ in range(TUNE_ITERATIONS):
+        point = {k: v[0] for k, v in map_fit.draws.items()}
+        if learned_noise:
+            point[NOISE_SITE] = _checks.floats(sigma)
+        theta_star, unravel = ravel_pytree({p: point[p] for p in selected})
+        current = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
+                              matmul_precision=model.matmul_precision)
+        program = model.compiled(("evidence", selected, x.shape[1], learned_noise),
+                                 lambda: _evidence_program(model, unravel, learned_noise))
+        # h = (log of the factor on the current prior scales, log σ)
+        h0 = _checks.floats([0.0, 0.0 if sigma is None else np.log(sigma)])
+        base = _prior_stds(current.spec(x.shape[1]), selected)
+        h, evidence = program(theta_star, point, xs, ys, es, base, h0)
+        step_c = float(jnp.exp(h[0]))
+        step_s = float(jnp.exp(h[1])) / sigma if learned_noise else 1.0
+        factor *= step_c
+        if learned_noise:
+            sigma = float(jnp.exp(h[1]))
+        history.append((factor, sigma, float(evidence)))
+        refit_likelihood = Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale) if learned_noise else likelihood
+        refit_model = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=refit_likelihood,
+                                  matmul_precision=model.matmul_precision)
+        init = {k: v for k, v in point.items() if k != NOISE_SITE}
+        with warnings.catch_warnings():
+            # a warm start from the last optimum falls little in total, so "not settled" means little here
+            warnings.filterwarnings("ignore", message=".*loss had not settled", category=UserWarning)
+            map_fit = fit_point(refit_model, x, y, method="map", seed=seed, y_err=y_err, init_params=init, **map_options)
+        if abs(np.log(step_c)) < TUNE_TOLERANCE and abs(np.log(step_s)) < TUNE_TOLERANCE:
+            break
+    tuned = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
+                        matmul_precision=model.matmul_precision)
+    draws = dict(map_fit.draws)
+    if learned_noise:
+        draws[NOISE_SITE] = _checks.floats([sigma])
+    map_fit = Fit(model=tuned, method="map", draws=draws, num_features=map_fit.num_features, info=map_fit.info,
+                  y_err=map_fit.y_err)
+    info = {"prior_scale_factor": factor, "tune_iterations": len(history),
+            "tune_history": np.asarray([(c, np.nan if s is None else s, e) for c, s, e in history])}
+    if isinstance(model.prior, Prior):
+        info["prior_scale"] = factor * model.prior.scale
+    if learned_noise:
+        info["noise_scale"] = sigma
+    return tuned, map_fit, info
+
+
 def fit_laplace(
     model: LiftedModel,
     x,
@@ -111,6 +251,7 @@ def fit_laplace(
     num_samples: int = 1000,
     predictive: str = "glm",
     map_fit: Fit | None = None,
+    tune_prior: bool = False,
     y_err=None,
     **map_options,
 ) -> Fit:
@@ -123,6 +264,10 @@ def fit_laplace(
       num_samples: posterior draws to take from the Gaussian.
       predictive: ``"glm"`` (linearised network, default) or ``"nn"``.
       map_fit: an existing MAP :class:`bnn.Fit` of this model on these data (else one is run).
+      tune_prior: choose a factor for every prior scale (and a learned noise scale) by
+        maximising the Laplace evidence (see the module docs); the fit's ``model`` then
+        carries the tuned prior, and ``info`` reports ``prior_scale_factor``, ``prior_scale``
+        (for a single prior), ``noise_scale`` (learned noise) and ``tune_history``.
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
       **map_options: options of that MAP fit (``num_steps``, ``optimizer``, ...).
 
@@ -134,8 +279,17 @@ def fit_laplace(
     hessian = _checks.one_of(hessian, "hessian", HESSIANS)
     predictive = _checks.one_of(predictive, "predictive", PREDICTIVES)
     num_samples = _checks.positive_int(num_samples, "num_samples")
+    if not isinstance(tune_prior, bool):
+        raise TypeError(f"`tune_prior` must be True or False; got {tune_prior!r}.")
     start = time.perf_counter()
-    if map_fit is None:
+    tuned: dict = {}
+    if tune_prior:
+        if map_fit is not None:
+            raise ValueError("`tune_prior=True` refits the MAP under the tuned prior; it cannot take `map_fit`.")
+        xc, yc = model.check_data(x, y)
+        selected = select_paths(model.spec(xc.shape[1]).paths, subset)
+        model, map_fit, tuned = _tune(model, xc, yc, model.check_errors(y_err, yc.shape), seed, selected, map_options)
+    elif map_fit is None:
         map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
     elif map_options:
         raise ValueError(f"MAP options {sorted(map_options)} cannot be combined with `map_fit`.")
@@ -177,6 +331,7 @@ def fit_laplace(
         "log_evidence": float(log_evidence),
         "wall_time": time.perf_counter() - start,
         "num_train": x.shape[0],
+        **tuned,
     }
     center = {p: point[p] for p in spec.paths} if predictive == "glm" else None
     return Fit(model=model, method="laplace", draws=draws, num_features=x.shape[1], info=info, linearize_at=center,
