@@ -204,18 +204,19 @@ def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
         current = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
                               matmul_precision=model.matmul_precision)
         program = model.compiled(("evidence", selected, x.shape[1], learned_noise),
-                                 lambda: _evidence_program(model, unravel, learned_noise))
+                                 lambda u=unravel: _evidence_program(model, u, learned_noise))
         # h = (log of the factor on the current prior scales, log σ)
         h0 = _checks.floats([0.0, 0.0 if sigma is None else np.log(sigma)])
         base = _prior_stds(current.spec(x.shape[1]), selected)
         h, evidence = program(theta_star, point, xs, ys, es, base, h0)
         step_c = float(jnp.exp(h[0]))
-        step_s = float(jnp.exp(h[1])) / sigma if learned_noise else 1.0
+        step_s = float(jnp.exp(h[1])) / sigma if sigma is not None else 1.0
         factor *= step_c
         if learned_noise:
             sigma = float(jnp.exp(h[1]))
         history.append((factor, sigma, float(evidence)))
-        refit_likelihood = Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale) if learned_noise else likelihood
+        refit_likelihood = (Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale)
+                            if isinstance(likelihood, Gaussian) and sigma is not None else likelihood)
         refit_model = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=refit_likelihood,
                                   matmul_precision=model.matmul_precision)
         init = {k: v for k, v in point.items() if k != NOISE_SITE}
@@ -234,7 +235,7 @@ def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
                   y_err=map_fit.y_err)
     info = {"prior_scale_factor": factor, "tune_iterations": len(history),
             "tune_history": np.asarray([(c, np.nan if s is None else s, e) for c, s, e in history])}
-    if isinstance(model.prior, Prior):
+    if isinstance(model.prior, (Normal, FanInNormal)):
         info["prior_scale"] = factor * model.prior.scale
     if learned_noise:
         info["noise_scale"] = sigma
