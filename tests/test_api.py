@@ -44,3 +44,21 @@ def test_importing_arviz_first_does_not_break_numpyro():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-1500:]
     assert done.stdout.strip().endswith("5")
+
+
+def test_importing_bnn_changes_no_global_jax_setting():
+    """The package leaves JAX's global configuration to the user (the CLI alone sets a cache)."""
+    import subprocess
+    import sys
+
+    names = ("jax_enable_x64", "jax_default_matmul_precision", "jax_numpy_rank_promotion",
+             "jax_compilation_cache_dir", "jax_platforms")
+    code = (
+        "import jax\n"
+        f"names = {names!r}\n"
+        "before = {n: getattr(jax.config, n) for n in names}\n"
+        "import bnn, bnn.plot, bnn.sbc\n"
+        "after = {n: getattr(jax.config, n) for n in names}\n"
+        "assert before == after, (before, after)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
