@@ -75,22 +75,8 @@ def unflatten_params(flat: Mapping[str, Any], paths) -> dict:
 class LiftedModel:
     """A Flax module, a prior on its weights and a likelihood, as one NumPyro model.
 
-    Args:
-      module: any ``flax.linen.Module`` mapping inputs ``(n, features)`` to outputs
-        ``(n, width)``; it must keep all its variables in the ``"params"`` collection.
-      prior: a :class:`bnn.Normal` / :class:`bnn.FanInNormal` for every parameter, or a
-        dict of parameter path / glob pattern -> prior with ``"*"`` as the default
-        (see :mod:`bnn.priors`; wrong keys raise, listing the valid paths).
-      likelihood: the observation model; default ``bnn.Gaussian()`` (noise learned).
-      matmul_precision: precision of the network's matrix products (``jax.default_matmul_precision``);
-        default ``"highest"`` (full float32 on GPUs instead of TF32; no effect on CPUs).
-        ``"default"`` lets the backend choose (faster on GPUs, about 3 digits).
-
-    Example:
-      >>> net = bnn.MLP(features=(10, 10, 1), activation="tanh")
-      >>> model = bnn.BNN(net, prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
-      >>> mcmc = numpyro.infer.MCMC(numpyro.infer.NUTS(model.model), num_warmup=100, num_samples=100)
-      >>> mcmc.run(jax.random.PRNGKey(0), x, y)      # any NumPyro algorithm works on model.model
+    The arguments (``module``, ``prior``, ``likelihood``, ``matmul_precision``) are those of
+    :class:`bnn.BNN`, the user-facing subclass; inference methods need only what is here.
     """
 
     def __init__(self, module: nn.Module, prior: _priors.PriorSpec | None = None, likelihood: Likelihood | None = None,
