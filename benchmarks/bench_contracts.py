@@ -148,6 +148,23 @@ def bench_svi_minibatch():
               f" ratio {per_step[1_000_000] / per_step[1_000]:.2f} for 1000x the data (set-up per call {t[1_000] - 1_000 * per_step[1_000_000]:.2f} s)")
 
 
+def bench_ensemble():
+    print("Ensemble of 10 members vs one MAP fit, same steps (contract: well under 10x)")
+    for name, (n, feats, features, act) in {
+        "sine n=40 [10,10,1] tanh": (40, 1, (10, 10, 1), "tanh"),
+        "n=2000 8 features [50,1] relu": (2_000, 8, (50, 1), "relu"),
+    }.items():
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n, feats)).astype(np.float32)
+        y = (np.sin(x.sum(1, keepdims=True)) + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
+        model = bnn.BNN(bnn.MLP(features, activation=act), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
+        one = lambda: model.fit(x, y, method="map", num_steps=2000).draws["Dense_0.kernel"]  # noqa: E731
+        ten = lambda: model.fit(x, y, method="ensemble", num_members=10, num_steps=2000).draws["Dense_0.kernel"]  # noqa: E731
+        one(), ten()  # compile
+        t_one, t_ten = median_time(one), median_time(ten)
+        print(f"  {name}: one MAP {t_one:.3f} s, 10 members {t_ten:.3f} s, ratio {t_ten / t_one:.1f}x")
+
+
 def bench_predict():
     print("Chunked prediction: 1e5 inputs x 1e3 draws")
     x, y = bnn.datasets.sine(n=40, seed=0)
@@ -171,6 +188,7 @@ def bench_predict():
 if __name__ == "__main__":
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, devices {jax.devices()}")
     bench_map()
+    bench_ensemble()
     bench_nuts()
     bench_svi_minibatch()
     bench_predict()
