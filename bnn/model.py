@@ -2,7 +2,7 @@
 
 :class:`BNN` is a :class:`bnn.lifting.LiftedModel` (the NumPyro model of a Flax module
 with priors and a likelihood) with the two entry points users call: :meth:`BNN.fit`
-(MLE, MAP, NUTS, SVI, Laplace, dispatched to :mod:`bnn.inference`) and
+(MLE, MAP, ensemble, Laplace, SVI, NUTS, dispatched to :mod:`bnn.inference`) and
 :meth:`BNN.prior_predictive`. :func:`load` rebuilds a saved fit with its model.
 
 Imports point down: checks → priors, likelihoods, nets → lifting → predictive →
