@@ -148,29 +148,38 @@ def _prior_stds(spec, selected: tuple[str, ...]) -> jax.Array:
 def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
     """Jitted ``(θ*, point, xs, ys, es, prior_std, h0) -> (h, log evidence)``: the GGN Laplace evidence
     maximised over ``h = (log c, log σ)`` at fixed θ*, where the prior scales are ``c · prior_std``
-    and ``σ`` is the noise scale (it only moves for a learned noise; ``point`` holds the σ at
-    which the GGN is evaluated)."""
+    and ``σ`` is the noise scale (it only moves for a learned noise; ``point`` holds the σ₀ at
+    which the GGN G₀ is evaluated, and G(σ) = G₀ σ₀²/σ²).
+
+    With S = diag(prior_std), det(G/σ² + S⁻²/c²) = det(S⁻²/c²) · det(I + (c σ₀/σ)² S G₀ S), and the
+    first factor cancels the normalising constants of the prior, so
+
+        log Z = log p(y | θ*, σ) − Σᵢ θᵢ² / (2 c² sᵢ²) − ½ Σₖ log(1 + (c σ₀/σ)² λₖ)
+
+    with λₖ the eigenvalues of S G₀ S, computed once: no factorisation inside the optimisation,
+    and no failure where the posterior precision is nearly singular.
+    """
     optimizer = optax.lbfgs()
 
     def run(theta_star, point, xs, ys, es, prior_std, h0):
         params = point if es is None else {**point, Y_ERR: es}
         f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
         ggn = jax.hessian(lambda t: model.likelihood.ggn_loss(f_star + jvp(t - theta_star), f_star, ys, params))(theta_star)
+        scaled = prior_std[:, None] * ggn * prior_std[None, :]
+        eigenvalues = jnp.clip(jnp.linalg.eigvalsh(0.5 * (scaled + scaled.T)), 0.0, None)
         sigma0 = point[NOISE_SITE] if learned_noise else 1.0
-        dim = theta_star.shape[0]
+        ridge = jnp.sum(jnp.square(theta_star / prior_std))
 
         def neg_evidence(h):
-            var = jnp.square(jnp.exp(h[0]) * prior_std)
+            h = jnp.clip(h, -20.0, 20.0)  # keep the line search's trial points finite
+            c = jnp.exp(h[0])
             if learned_noise:
                 sigma = jnp.exp(h[1])
-                lik_params, lik_precision = {**params, NOISE_SITE: sigma}, ggn * jnp.square(sigma0 / sigma)
+                lik_params, gain = {**params, NOISE_SITE: sigma}, jnp.square(c * sigma0 / sigma)
             else:
-                lik_params, lik_precision = params, ggn
+                lik_params, gain = params, jnp.square(c)
             log_lik = jnp.sum(model.likelihood.log_prob(f_star, ys, lik_params))
-            log_prior = jnp.sum(-0.5 * jnp.square(theta_star) / var - 0.5 * jnp.log(2 * jnp.pi * var))
-            chol = jnp.linalg.cholesky(lik_precision + jnp.diag(1.0 / var))
-            log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
-            return -(log_lik + log_prior + 0.5 * dim * jnp.log(2 * jnp.pi) - 0.5 * log_det)
+            return -(log_lik - 0.5 * ridge / jnp.square(c) - 0.5 * jnp.sum(jnp.log1p(gain * eigenvalues)))
 
         value_and_grad = optax.value_and_grad_from_state(neg_evidence)
 
@@ -181,7 +190,7 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
             return (optax.apply_updates(h, updates), state), value
 
         (h, _), _ = jax.lax.scan(step, (h0, optimizer.init(h0)), None, length=100)
-        return h, -neg_evidence(h)
+        return jnp.clip(h, -20.0, 20.0), -neg_evidence(h)
 
     return jax.jit(run)
 
@@ -209,6 +218,14 @@ def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
         h0 = _checks.floats([0.0, 0.0 if sigma is None else np.log(sigma)])
         base = _prior_stds(current.spec(x.shape[1]), selected)
         h, evidence = program(theta_star, point, xs, ys, es, base, h0)
+        if not bool(jnp.all(jnp.isfinite(h))):
+            warnings.warn(
+                "maximising the Laplace evidence gave a non-finite prior or noise scale; keeping the last finite "
+                f"values (prior scale factor {factor:.4g}).",
+                UserWarning,
+                stacklevel=4,
+            )
+            break
         step_c = float(jnp.exp(h[0]))
         step_s = float(jnp.exp(h[1])) / sigma if sigma is not None else 1.0
         factor *= step_c
@@ -316,10 +333,12 @@ def fit_laplace(
                              lambda: _laplace(model, hessian, unravel, num_samples))
     precision, chol, thetas, log_evidence = program(theta_star, point, xs, ys, es, key)
     if not bool(jnp.all(jnp.isfinite(chol))):
-        raise np.linalg.LinAlgError(
-            f"the {hessian!r} Hessian at the MAP is not positive definite; use hessian='ggn', run the MAP longer "
-            "(num_steps=...), or pick a smaller subset."
-        )
+        hint = ("use hessian='ggn', run the MAP longer (num_steps=...), or pick a smaller subset"
+                if hessian == "full" else
+                "the GGN is positive definite in exact arithmetic, so its factorisation failed in float precision "
+                "(a tiny noise scale or a wide prior makes it ill-conditioned): run under jax.enable_x64(True), "
+                "pick subset='last_layer', or use a tighter prior")
+        raise np.linalg.LinAlgError(f"the {hessian!r} Hessian at the MAP is not positive definite: {hint}.")
     sampled = jax.vmap(unravel)(thetas)
     draws = {k: sampled[k] if k in sampled else jnp.broadcast_to(v, (num_samples,) + v.shape) for k, v in point.items()}
     info = {
