@@ -1,0 +1,92 @@
+"""Smoke test of the UCI benchmark (benchmarks/uci.py): one split of yacht in fast mode, and its report."""
+
+import importlib.util
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+
+from bnn import datasets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _uci_yacht_available() -> bool:
+    try:
+        return (datasets.uci_dir() / "yacht" / "data.txt").is_file()
+    except FileNotFoundError:
+        return False
+
+
+needs_uci = pytest.mark.skipif(
+    not _uci_yacht_available(),
+    reason="UCI data (yacht) not found: set $BNN_UCI_DIR or provide shared/data/uci (see bnn.datasets.uci_dir)",
+)
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("uci_benchmark", ROOT / "benchmarks" / "uci.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_splits():
+    uci = _benchmark()
+    assert uci.parse_splits("all") == list(range(20))
+    assert uci.parse_splits("0-2,5") == [0, 1, 2, 5]
+    with pytest.raises(ValueError, match="outside"):
+        uci.parse_splits("19-20")
+
+
+@needs_uci
+def test_one_fast_split_and_report(tmp_path):
+    uci = _benchmark()
+    records = [uci.run_split("yacht", method, 0, fast=True) for method in ("map", "svi-normal")]
+    for rec in records:
+        assert rec["error"] is None, rec["error"]
+        assert rec["n_train"] == 277 and rec["n_test"] == 31
+        for key in ("test_ll", "test_rmse", "test_coverage", "test_width", "train_rmse", "seconds"):
+            assert math.isfinite(rec[key]), (rec["method"], key, rec[key])
+        assert 0.0 <= rec["test_coverage"] <= 1.0 and rec["test_rmse"] > 0
+        assert isinstance(rec["warnings"], list)
+        assert rec["details"]["noise_scale"] > 0
+
+    # a warning raised inside a fit is recorded with the split (tests run with warnings as errors)
+    class Warns:
+        def __init__(self, model):
+            self.model = model
+
+        def fit(self, *args, **kwargs):
+            warnings.warn("the MAP loss had not settled (simulated)", UserWarning, stacklevel=2)
+            return self.model.fit(*args, **kwargs)
+
+    real = uci.make_model
+    uci.make_model = lambda: Warns(real())
+    try:
+        warned = uci.run_split("yacht", "map", 1, fast=True)
+    finally:
+        uci.make_model = real
+    assert warned["error"] is None and math.isfinite(warned["test_ll"])
+    assert warned["warnings"] == ["UserWarning: the MAP loss had not settled (simulated)"]
+    records.append(warned)
+
+    results = tmp_path / "results.jsonl"
+    for rec in records:
+        uci.append_record(results, rec)
+    with open(results, "a") as fh:
+        fh.write('{"cut short')  # a line left by a killed run is skipped
+    stored = uci.load_records(results)
+    assert len(stored) == 3
+
+    out = tmp_path / "RESULTS.md"
+    text = uci.write_report(stored, out, fast=True)
+    assert out.read_text() == text
+    assert "| Yacht |" in text and "MAP" in text and "SVI mean-field" in text
+    assert "-1.63 ± 0.02" in text  # PBP's published yacht log-likelihood beside ours
+    assert uci.fmt([records[1]['test_ll']]) in text  # SVI's single split, as it is
+    row = next(line for line in text.splitlines() if line.startswith("| MAP |"))
+    assert row.split("|")[2].strip() == "2"  # splits 0 and 1
+    assert row.split("|")[-2].strip() == "1 / 0"  # one split warned, none failed
+    assert "Yacht, MAP, split 1: UserWarning: the MAP loss had not settled (simulated)" in text
