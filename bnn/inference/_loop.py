@@ -152,6 +152,16 @@ def warn_unsettled(desc: str, relative: float, num_steps: int) -> None:
     )
 
 
+def chunk_length(eval_every, num_steps: int, checks_wanted: bool) -> int:
+    """Steps per compiled chunk: ``eval_every``, else 1/50 of the run when something is checked or
+    shown between chunks (validation, a progress bar), else the whole run in one chunk."""
+    from bnn import _checks
+
+    if eval_every is None:
+        eval_every = max(1, num_steps // 50) if checks_wanted else num_steps
+    return _checks.positive_int(eval_every, "eval_every")
+
+
 def check_batch_size(batch_size, n: int) -> int | None:
     """``None`` (full batch) or an int in ``1..n``."""
     from bnn import _checks

@@ -27,7 +27,7 @@ import optax
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
+from bnn.inference._loop import check_batch_size, chunk_length, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, split_validation
 from bnn.lifting import LiftedModel, flatten_params
 
@@ -123,9 +123,7 @@ def fit_ensemble(
     tracker = None
     if val is not None:
         tracker = _BestPerMember(model, transforms, val, u0, patience)
-    if eval_every is None:
-        eval_every = max(1, num_steps // 50) if (val is not None or progress_bar) else num_steps
-    eval_every = _checks.positive_int(eval_every, "eval_every")
+    eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
     (u, _), losses, done = run_in_chunks(
         lambda state, keys: program(*state, keys, data),
         (u0, opt_state0),
@@ -139,7 +137,8 @@ def fit_ensemble(
     if tracker is not None:
         u = tracker.best_u
     draws = {k: transforms[k](v) for k, v in u.items()}
-    settled = [loss_settled(losses[:, m])[0] for m in range(num_members)]
+    judged = [loss_settled(losses[:, m]) for m in range(num_members)]
+    settled = [ok for ok, _ in judged]
     info = {
         "loss": losses,
         "num_steps": done,
@@ -152,7 +151,7 @@ def fit_ensemble(
     if tracker is not None:
         info.update(val_loss=np.asarray(tracker.history), best_step=tracker.best_step)
     elif info["settled"] is False:
-        worst = max(loss_settled(losses[:, m])[1] for m in range(num_members))
+        worst = max(change for _, change in judged)
         warn_unsettled(f"ensemble ({objective.upper()})", worst, done)
     return Fit(model=model, method="ensemble", draws=draws, num_features=num_features, info=info, y_err=fit_errors)
 

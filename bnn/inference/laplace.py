@@ -195,6 +195,12 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
     return jax.jit(run)
 
 
+def _rescaled(model: LiftedModel, factor: float, likelihood) -> LiftedModel:
+    """A model of the same class and network with every prior scale times ``factor`` and ``likelihood``."""
+    return type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
+                       matmul_precision=model.matmul_precision)
+
+
 def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
     """Alternate evidence maximisation at the MAP and MAP refits; return the tuned model, its MAP fit and info."""
     likelihood = model.likelihood
@@ -204,20 +210,18 @@ def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
     if learned_noise:
         sigma = float(map_fit.draws[NOISE_SITE][0])
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
+    base_stds = _prior_stds(model.spec(x.shape[1]), selected)  # every scale is linear in the factor
     history = []
     for _ in range(TUNE_ITERATIONS):
         point = {k: v[0] for k, v in map_fit.draws.items()}
         if learned_noise:
             point[NOISE_SITE] = _checks.floats(sigma)
         theta_star, unravel = ravel_pytree({p: point[p] for p in selected})
-        current = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
-                              matmul_precision=model.matmul_precision)
         program = model.compiled(("evidence", selected, x.shape[1], learned_noise),
                                  lambda u=unravel: _evidence_program(model, u, learned_noise))
         # h = (log of the factor on the current prior scales, log σ)
         h0 = _checks.floats([0.0, 0.0 if sigma is None else np.log(sigma)])
-        base = _prior_stds(current.spec(x.shape[1]), selected)
-        h, evidence = program(theta_star, point, xs, ys, es, base, h0)
+        h, evidence = program(theta_star, point, xs, ys, es, factor * base_stds, h0)
         if not bool(jnp.all(jnp.isfinite(h))):
             warnings.warn(
                 "maximising the Laplace evidence gave a non-finite prior or noise scale; keeping the last finite "
@@ -234,8 +238,7 @@ def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
         history.append((factor, sigma, float(evidence)))
         refit_likelihood = (Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale)
                             if isinstance(likelihood, Gaussian) and sigma is not None else likelihood)
-        refit_model = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=refit_likelihood,
-                                  matmul_precision=model.matmul_precision)
+        refit_model = _rescaled(model, factor, refit_likelihood)
         init = {k: v for k, v in point.items() if k != NOISE_SITE}
         with warnings.catch_warnings():
             # a warm start from the last optimum falls little in total, so "not settled" means little here
@@ -243,8 +246,7 @@ def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
             map_fit = fit_point(refit_model, x, y, method="map", seed=seed, y_err=y_err, init_params=init, **map_options)
         if abs(np.log(step_c)) < TUNE_TOLERANCE and abs(np.log(step_s)) < TUNE_TOLERANCE:
             break
-    tuned = type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
-                        matmul_precision=model.matmul_precision)
+    tuned = _rescaled(model, factor, likelihood)
     draws = dict(map_fit.draws)
     if learned_noise:
         draws[NOISE_SITE] = _checks.floats([sigma])
@@ -300,25 +302,23 @@ def fit_laplace(
     if not isinstance(tune_prior, bool):
         raise TypeError(f"`tune_prior` must be True or False; got {tune_prior!r}.")
     start = time.perf_counter()
+    x, y = model.check_data(x, y)
+    y_err = model.check_errors(y_err, y.shape)
+    selected = select_paths(model.spec(x.shape[1]).paths, subset)
     tuned: dict = {}
     if tune_prior:
         if map_fit is not None:
             raise ValueError("`tune_prior=True` refits the MAP under the tuned prior; it cannot take `map_fit`.")
-        xc, yc = model.check_data(x, y)
-        selected = select_paths(model.spec(xc.shape[1]).paths, subset)
-        model, map_fit, tuned = _tune(model, xc, yc, model.check_errors(y_err, yc.shape), seed, selected, map_options)
+        model, map_fit, tuned = _tune(model, x, y, y_err, seed, selected, map_options)
     elif map_fit is None:
         map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
     elif map_options:
         raise ValueError(f"MAP options {sorted(map_options)} cannot be combined with `map_fit`.")
     elif not isinstance(map_fit, Fit) or map_fit.method != "map" or map_fit.model is not model:
         raise ValueError("`map_fit` must be a MAP Fit of this same model (model.fit(x, y, method='map')).")
-    x, y = model.check_data(x, y)
-    y_err = model.check_errors(y_err, y.shape)
     if (map_fit.y_err is None) != (y_err is None):
         raise ValueError("`map_fit` and this Laplace fit must both use `y_err`, or neither.")
     spec = model.spec(x.shape[1])
-    selected = select_paths(spec.paths, subset)
     point = {k: v[0] for k, v in map_fit.draws.items()}
     theta_star, unravel = ravel_pytree({p: point[p] for p in selected})
     dim = theta_star.shape[0]

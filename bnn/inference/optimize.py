@@ -34,7 +34,15 @@ import optax
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, draw_batch, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
+from bnn.inference._loop import (
+    check_batch_size,
+    chunk_length,
+    draw_batch,
+    loss_settled,
+    make_optimizer,
+    run_in_chunks,
+    warn_unsettled,
+)
 from bnn.lifting import LiftedModel
 
 DEFAULT_LEARNING_RATE = 1e-2
@@ -205,9 +213,7 @@ def fit_point(
             best["since"] += 1
             return best["since"] >= patience
 
-    if eval_every is None:
-        eval_every = max(1, num_steps // 50) if (val is not None or progress_bar) else num_steps
-    eval_every = _checks.positive_int(eval_every, "eval_every")
+    eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
     (u, _), losses, done = run_in_chunks(
         lambda state, keys: scan_chunk(*state, keys, data),
         (u0, optimizer.init(u0)),

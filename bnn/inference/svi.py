@@ -27,7 +27,15 @@ from numpyro.optim import optax_to_numpyro
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, draw_batch, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
+from bnn.inference._loop import (
+    check_batch_size,
+    chunk_length,
+    draw_batch,
+    loss_settled,
+    make_optimizer,
+    run_in_chunks,
+    warn_unsettled,
+)
 from bnn.lifting import PLATE, LiftedModel
 
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
@@ -131,8 +139,7 @@ def fit_svi(
 
         return jax.lax.scan(step, state, keys)
 
-    chunk = num_steps if eval_every is None and not progress_bar else (eval_every or max(1, num_steps // 50))
-    chunk = _checks.positive_int(chunk, "eval_every")
+    chunk = chunk_length(eval_every, num_steps, progress_bar)
     state, losses, done = run_in_chunks(
         lambda s, keys: scan_chunk(s, keys, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
     )
