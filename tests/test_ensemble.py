@@ -46,14 +46,16 @@ def test_mle_members_with_learned_noise_are_least_squares(linear_data):
 def test_each_member_is_the_map_fit_from_its_own_start(sine_data):
     """Member m = fit(method='map', seed=jax.random.split(key, M)[m]) with the same optimiser.
 
-    Both run the same float32 arithmetic (the ensemble vmapped), so they agree to rounding for
-    a few hundred steps (as MAP does with a plain optax loop, see test_optimize)."""
+    The vmapped program sums in a different order, so the two differ by float32 rounding
+    (~1e-7) at the first step, and a non-convex landscape amplifies that with every step: after
+    200 steps 1.05e-5 was seen under XLA_FLAGS=--xla_cpu_max_isa=SSE4_2. The identity is
+    therefore pinned at 100 steps, where the amplification stays well inside 1e-5."""
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
-    ens = model.fit(x, y, method="ensemble", seed=7, num_members=3, num_steps=200, optimizer=optax.adam(1e-2))
+    ens = model.fit(x, y, method="ensemble", seed=7, num_members=3, num_steps=100, optimizer=optax.adam(1e-2))
     keys = jax.random.split(jax.random.PRNGKey(7), 3)
     for m in range(3):
-        single = model.fit(x, y, method="map", seed=keys[m], num_steps=200, optimizer=optax.adam(1e-2))
+        single = model.fit(x, y, method="map", seed=keys[m], num_steps=100, optimizer=optax.adam(1e-2))
         for site, value in single.draws.items():
             np.testing.assert_allclose(np.asarray(ens.draws[site][m]), np.asarray(value[0]), atol=1e-5, err_msg=site)
     # the members start apart and end apart: an ensemble, not copies
