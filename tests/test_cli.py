@@ -14,11 +14,11 @@ def test_demo_writes_report(tmp_path, capsys):
     for name in ("prior_functions.png", "predictive.png", "loss.png", "metrics.csv", "report.md"):
         assert (out / name).stat().st_size > 0, name
     table = pd.read_csv(out / "metrics.csv", index_col="fit")
-    assert list(table.index) == ["MLE", "MAP", "Laplace", "SVI", "NUTS"]
+    assert list(table.index) == ["MLE", "MAP", "Laplace", "Ensemble", "SVI", "NUTS"]
     assert table[["rmse", "nll", "crps", "coverage_90", "wall_time"]].notna().all().all()
     assert (table["rmse"] < 0.5).all()
     report = (out / "report.md").read_text()
-    assert "| NUTS |" in report and "## NUTS diagnostics" in report
+    assert "| NUTS |" in report and "## NUTS diagnostics" in report and "## Which method to use when" in report
     assert "| fit | rmse | nll |" in capsys.readouterr().out
 
 

@@ -133,6 +133,30 @@ def test_default_svi_settles_at_the_optimum(oracle, seed):
     assert np.all(np.abs(mf.mean(0) - mean) < 0.15 * sd), (mf.mean(0) - mean) / sd
 
 
+def test_svi_starts_its_guide_at_the_map_fit_of_its_seed(oracle):
+    """init="map" (the default of Gaussian guides): the guide's means start at model.fit(method="map", seed).
+
+    One step at a learning rate of 1e-12 moves Adam's iterate by at most ~1e-12, so the
+    means equal the MAP fit to float32 round-off (the MAP itself is the ridge solution to 1e-4).
+    """
+    model, x, y, mean, _ = oracle
+    map_fit = model.fit(x, y, method="map", seed=4)
+    fit = model.fit(x, y, method="svi", seed=4, num_steps=1, learning_rate=1e-12, num_samples=2)
+    assert fit.info["init"] == "map" and fit.info["map_settled"]
+    loc = fit.info["guide_params"]
+    np.testing.assert_allclose(loc["Dense_0.kernel_auto_loc"], np.asarray(map_fit.draws["Dense_0.kernel"])[0], atol=1e-6)
+    np.testing.assert_allclose(loc["Dense_0.bias_auto_loc"], np.asarray(map_fit.draws["Dense_0.bias"])[0], atol=1e-6)
+    np.testing.assert_allclose(_stacked(map_fit)[0], mean, atol=1e-4)
+    # the module's initialisers instead: far from the posterior mean
+    module = model.fit(x, y, method="svi", seed=4, init="module", num_steps=1, learning_rate=1e-12, num_samples=2)
+    assert module.info["init"] == "module"
+    assert np.max(np.abs(module.info["guide_params"]["Dense_0.bias_auto_loc"] - mean[3])) > 1e-3
+    with pytest.raises(ValueError, match=r"`init` must be one of 'map', 'module'; got 'prior'"):
+        model.fit(x, y, method="svi", init="prior")
+    with pytest.raises(ValueError, match=r"`map_options` apply to init='map' only; got init='module'"):
+        model.fit(x, y, method="svi", init="module", map_options={"num_steps": 10})
+
+
 def test_default_map_reaches_the_ridge_solution(oracle):
     """Adam decaying to 0 converges on this convex objective: the stationary point is the ridge
     solution, reached to float32 round-off times the step count (~1e-5 relative)."""

@@ -58,7 +58,7 @@ def test_divergences_are_counted_and_warned():
     x, y = bnn.datasets.sine(n=40, seed=0)
     model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
     with pytest.warns(UserWarning, match=r"of 50 NUTS transitions diverged"):
-        fit = model.fit(x, y, method="nuts", num_chains=1, num_warmup=5, num_samples=50, max_tree_depth=3)
+        fit = model.fit(x, y, method="nuts", num_chains=1, num_warmup=5, num_samples=50, max_tree_depth=3, init="module")
     assert fit.info["num_divergences"] == int(fit.info["sample_stats"]["diverging"].sum()) > 0
 
 

@@ -1,9 +1,10 @@
 """Posterior sampling with NumPyro's NUTS on the lifted model.
 
-Chains start (``init=``) from the module's own initialisers (``"module"``, a different
-seed per chain), from a prior draw (``"prior"``), from a MAP fit per chain (``"map"``:
-one MAP optimisation per chain, each from its own start, so chains still explore
-different modes), or from given values.
+Chains start (``init=``) from a MAP fit per chain (``"map"``, the default: one MAP
+optimisation per chain, each from its own start, so chains begin in different modes, as
+in deep-ensemble-initialised sampling), from the module's own initialisers
+(``"module"``, a different seed per chain), from a prior draw (``"prior"``) or from given
+values.
 
 ``chain_method`` (NumPyro's): ``"parallel"`` runs one chain per device (on CPU, host
 devices must be created before JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
@@ -24,7 +25,7 @@ from numpyro.infer import MCMC, NUTS
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import fit_point
+from bnn.inference.optimize import map_start
 from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
@@ -60,8 +61,7 @@ def _initial_values(model: LiftedModel, x, y, key, init, num_chains: int, map_op
     per_chain = []
     for k in keys:
         if init == "map":
-            fit = fit_point(model, x, y, method="map", seed=k, **map_options)
-            per_chain.append({s: v[0] for s, v in fit.draws.items()})
+            per_chain.append(map_start(model, x, y, k, map_options)[0])
         else:
             per_chain.append(model.initial_values(x, y, k))
     return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
@@ -76,7 +76,7 @@ def fit_nuts(
     num_warmup: int = 500,
     num_samples: int = 500,
     chain_method: str | None = None,
-    init="module",
+    init="map",
     target_accept_prob: float = 0.8,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
@@ -91,7 +91,11 @@ def fit_nuts(
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
       num_chains, num_warmup, num_samples: chains, warm-up and kept draws per chain.
       chain_method: ``"parallel"``, ``"vectorized"``, ``"sequential"`` or ``None`` (auto).
-      init: ``"module"``, ``"prior"``, ``"map"`` or Flax variables (see the module docs).
+      init: ``"map"`` (default), ``"module"``, ``"prior"`` or Flax variables (see the module
+        docs). From MAP starts the warm-up begins in the typical set instead of crossing
+        from a random network to it, which is where divergences and stuck chains came from
+        (UCI yacht split 0, 2 chains 300/300: 117 divergences and test log-likelihood 0.31
+        from ``"module"`` starts, none and 0.50 from ``"map"``).
       target_accept_prob: NUTS step-size adaptation target.
       max_tree_depth: maximum tree depth (at most 2**depth − 1 leapfrog steps per draw).
       dense_mass: adapt a dense mass matrix instead of a diagonal one.

@@ -240,3 +240,17 @@ def fit_point(
     elif info["settled"] is False:  # early stopping judges by validation loss instead
         warn_unsettled(method.upper(), info["loss_change"], done)
     return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info, y_err=fit_errors)
+
+
+def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_err=None) -> tuple[dict, Fit]:
+    """A MAP fit from the module's initialisers with ``key``, as starting values ``{site: array}``.
+
+    The start of ``init="map"`` in NUTS (one per chain) and SVI (the guide's means):
+    ``map_options`` are :func:`fit_point` options (e.g. ``{"num_steps": 4000}``). Returns
+    the constrained values of every latent site and the MAP :class:`bnn.Fit` itself.
+    """
+    options = dict(map_options or {})
+    if y_err is not None:
+        options["y_err"] = y_err
+    fit = fit_point(model, x, y, method="map", seed=key, **options)
+    return {s: v[0] for s, v in fit.draws.items()}, fit

@@ -15,6 +15,7 @@ log-likelihood by ``N / batch_size``: the ELBO estimate is unbiased.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -36,9 +37,11 @@ from bnn.inference._loop import (
     run_in_chunks,
     warn_unsettled,
 )
+from bnn.inference.optimize import map_start
 from bnn.lifting import PLATE, LiftedModel
 
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
+INITS = ("map", "module")
 DEFAULT_LEARNING_RATE = 1e-2
 
 
@@ -67,8 +70,9 @@ def fit_svi(
     num_particles: int = 1,
     num_samples: int | None = None,
     rank: int | None = None,
-    init_scale: float = 0.1,
-    init_params=None,
+    init=None,
+    init_scale: float = 0.01,
+    map_options: dict | None = None,
     eval_every: int | None = None,
     progress_bar: bool = False,
     y_err=None,
@@ -87,8 +91,15 @@ def fit_svi(
       num_particles: Monte Carlo samples per ELBO estimate.
       num_samples: posterior draws taken from the fitted guide (default 1000; 1 for ``"delta"``).
       rank: rank of the ``"lowrank"`` guide (default NumPyro's, about √dim).
-      init_scale: initial standard deviation of the Gaussian guides (unconstrained space).
-      init_params: starting means (Flax variables); default the module's initialisers with ``seed``.
+      init: where the guide's means start: ``"map"`` (the MAP fit of ``seed``, the default of
+        the Gaussian guides), ``"module"`` (the module's initialisers with ``seed``, the
+        default of ``"delta"``) or Flax variables / ``{path: array}``. From a random start
+        a mean-field guide on a wide network tends to settle in an ELBO optimum that prunes
+        units and under-fits (on the UCI benchmark's energy split 0, test log-likelihood
+        -2.19 vs -0.86 from the MAP start, at the same 5000 steps).
+      init_scale: initial standard deviation of the Gaussian guides (unconstrained space);
+        small, so the guide starts as a narrow cloud around its start.
+      map_options: options of the MAP fit of ``init="map"`` (see :func:`bnn.inference.optimize.fit_point`).
       eval_every: steps per chunk (progress updates); default all steps in one chunk.
       progress_bar: show a progress bar.
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
@@ -117,7 +128,20 @@ def fit_svi(
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     key = _checks.as_seed_key(seed)
-    init = model.initial_values(x, y, key, init_params)
+    if init is None:
+        init = "module" if guide == "delta" else "map"
+    if isinstance(init, str):
+        init = _checks.one_of(init, "init", INITS)
+        start_from = init
+        if init == "map":
+            init, map_fit = map_start(model, x, y, key, map_options, y_err)
+        else:
+            init = model.initial_values(x, y, key)
+    else:
+        start_from = "given"
+        init = model.initial_values(x, y, key, init)
+    if map_options is not None and start_from != "map":
+        raise ValueError(f"`map_options` apply to init='map' only; got init={start_from!r}.")
 
     def batched_model(x, y, idx=None, y_err=None):
         if idx is None:
@@ -125,19 +149,40 @@ def fit_svi(
         with handlers.substitute(data={PLATE: idx}):
             return model.model(x, y, batch_size=idx.shape[0], y_err=y_err)
 
-    guide_obj = make_guide(guide, batched_model, init, init_scale, rank)
-    svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
-    state = svi.init(key_init, xs, ys, draw_batch(key_init, n, batch_size), es)
+    init_batch = draw_batch(key_init, n, batch_size)
 
-    @jax.jit
-    def scan_chunk(state, keys, xs, ys, es):
-        def step(state, step_key):
-            state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
-            return state, loss
+    def make_svi(values):
+        guide_obj = make_guide(guide, batched_model, values, init_scale, rank)
+        return guide_obj, SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
 
-        return jax.lax.scan(step, state, keys)
+    def build():
+        """The jitted step loop and posterior sampler, compiled once per model and settings."""
+        guide_obj, svi = make_svi(init)
+        svi.init(key_init, xs, ys, init_batch, es)  # sets up the guide's prototype
+
+        @jax.jit
+        def scan_chunk(state, keys, xs, ys, es):
+            def step(state, step_key):
+                state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
+                return state, loss
+
+            return jax.lax.scan(step, state, keys)
+
+        @functools.partial(jax.jit, static_argnums=2)
+        def sample(key, params, num):
+            with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
+                return guide_obj.sample_posterior(key, params, sample_shape=(num,))
+
+        return scan_chunk, sample
+
+    settings = ("svi", guide, optimizer, n, x.shape[1], batch_size, num_particles, init_scale, rank, y_err is None)
+    scan_chunk, sample = model.compiled(settings, build)
+    # A guide of the same structure started at this fit's values: its state runs through the
+    # cached programs (they read the guide's parameters from the state, never its start).
+    _, svi = make_svi(init)
+    state = svi.init(key_init, xs, ys, init_batch, es)
 
     chunk = chunk_length(eval_every, num_steps, progress_bar)
     state, losses, done = run_in_chunks(
@@ -145,8 +190,7 @@ def fit_svi(
     )
     params = svi.get_params(state)
     latent = model.latent_sites(x.shape[1])
-    with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
-        posterior = guide_obj.sample_posterior(key_post, params, sample_shape=(num_samples,))
+    posterior = sample(key_post, params, num_samples)
     draws = {k: jnp.asarray(posterior[k]) for k in latent}
     info = {
         "loss": losses,
@@ -156,7 +200,10 @@ def fit_svi(
         "wall_time": time.perf_counter() - start,
         "num_train": n,
         "batch_size": batch_size,
+        "init": start_from,
     }
+    if start_from == "map":
+        info["map_settled"] = map_fit.info["settled"]
     info["settled"], info["loss_change"] = loss_settled(losses)
     if info["settled"] is False:
         warn_unsettled(f"SVI ({guide})", info["loss_change"], done)
