@@ -33,12 +33,16 @@ WEIGHT_RHAT_NOTE = 1.1
 #: Bulk and tail ESS wanted per chain (Vehtari et al. recommend at least 100 per chain).
 ESS_PER_CHAIN = 100
 
+#: methods whose draws come as Markov chains (chain diagnostics apply)
+CHAIN_METHODS = ("nuts", "mclmc")
+
 _NUTS_STATS = {
     "diverging": "diverging",
     "num_steps": "n_steps",
     "accept_prob": "acceptance_rate",
     "energy": "energy",
     "step_size": "step_size",
+    "energy_change": "energy_change",
 }
 
 
@@ -215,7 +219,7 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
     if fit.is_point:
         verdict = f"point estimate ({fit.method}): no posterior draws to diagnose."
         return Diagnostics(nan, nan, nan, {}, ok=True, verdict=verdict, **base)
-    if fit.method != "nuts":
+    if fit.method not in CHAIN_METHODS:
         return Diagnostics(
             nan, nan, nan, {}, ok=True,
             verdict=f"{fit.num_draws} independent draws from the {fit.method} approximation: no chain diagnostics apply "

@@ -15,8 +15,9 @@ OPTIONS = {
     "svi": {"num_steps": 200, "num_samples": 30},
     "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
     "ensemble": {"num_members": 6, "num_steps": 200},
+    "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 15, "map_options": {"num_steps": 200}},
 }
-DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30, "ensemble": 6}
+DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30, "ensemble": 6, "mclmc": 30}
 
 
 def test_every_method_is_in_the_contract():

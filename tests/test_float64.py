@@ -49,6 +49,7 @@ def _fit(precision: str, linear_data, method: str, **options):
     ("laplace", {"optimizer": optax.lbfgs(), "num_steps": 100, "num_samples": 50}),
     ("svi", {"guide": "fullrank", "num_steps": 300, "num_samples": 50}),
     ("nuts", {"num_chains": 1, "num_warmup": 100, "num_samples": 100}),
+    ("mclmc", {"num_chains": 2, "num_warmup": 100, "num_samples": 100}),
 ])
 def test_every_method_runs_in_float64(linear_data, method, options):
     fit, pred = _fit("float64", linear_data, method, **options)

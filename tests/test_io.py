@@ -18,6 +18,7 @@ OPTIONS = {
     "nuts": {"num_chains": 2, "num_warmup": 50, "num_samples": 20},
     "svi": {"num_steps": 200, "num_samples": 20},
     "laplace": {"num_steps": 200, "num_samples": 20},
+    "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 20, "map_options": {"num_steps": 100}},
 }
 
 
@@ -37,7 +38,7 @@ def test_round_trip_predicts_identically(tmp_path, method):
     _assert_same_predictions(fit, loaded, GRID)
     np.testing.assert_array_equal(loaded.log_likelihood(), fit.log_likelihood())
     assert loaded.info["wall_time"] == pytest.approx(fit.info["wall_time"])
-    if method == "nuts":
+    if method in ("nuts", "mclmc"):
         np.testing.assert_array_equal(loaded.info["sample_stats"]["diverging"], fit.info["sample_stats"]["diverging"])
     if method == "laplace":
         assert loaded.linearize_at is not None and loaded.info["subset"] == fit.info["subset"]

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"diagnostics", "io"},                         # ArviZ export, convergence; the file format
     {"fit"},                                       # Fit: one result type for every method
     {"inference._loop", "inference.optimize"},     # optimisation driver; MLE / MAP
-    {"inference.mcmc", "inference.svi", "inference.laplace", "inference.ensemble"},
+    {"inference.mcmc", "inference.mclmc", "inference.svi", "inference.laplace", "inference.ensemble"},
     {"inference"},                                 # the method table
     {"model"},                                     # BNN: fit, prior_predictive; load
     {"compare", "plot", "sbc"},                    # tools over fits

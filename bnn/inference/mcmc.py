@@ -25,11 +25,10 @@ from numpyro.infer import MCMC, NUTS
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import map_start
+from bnn.inference.optimize import chain_starts
 from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
-INITS = ("module", "prior", "map")
 EXTRA_FIELDS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "adapt_state.step_size")
 
 
@@ -47,24 +46,6 @@ def _chain_method(chain_method: str | None, num_chains: int) -> str:
             "(or call numpyro.set_host_device_count) before JAX starts, or use chain_method='vectorized'."
         )
     return chain_method
-
-
-def _initial_values(model: LiftedModel, x, y, key, init, num_chains: int, map_options: dict) -> dict:
-    """Starting values per chain, ``{site: (num_chains, *shape)}`` (constrained)."""
-    keys = jax.random.split(key, num_chains)
-    if isinstance(init, dict):
-        one = model.initial_values(x, y, keys[0], init)
-        return {k: jnp.broadcast_to(v, (num_chains,) + v.shape) for k, v in one.items()}
-    init = _checks.one_of(init, "init", INITS)
-    if init == "prior":
-        return model.sample_prior(x.shape[1], num_chains, keys[0])
-    per_chain = []
-    for k in keys:
-        if init == "map":
-            per_chain.append(map_start(model, x, y, k, map_options)[0])
-        else:
-            per_chain.append(model.initial_values(x, y, k))
-    return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
 
 
 def fit_nuts(
@@ -126,7 +107,7 @@ def fit_nuts(
     key_init, key_run = jax.random.split(jax.random.fold_in(key, 4))
     if y_err is not None:
         map_options = {**map_options, "y_err": y_err}
-    values = _initial_values(model, x, y, key_init, init, num_chains, map_options)
+    values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
     transforms = model.transforms(x.shape[1])
     unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
     if num_chains == 1:

@@ -254,3 +254,30 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
         options["y_err"] = y_err
     fit = fit_point(model, x, y, method="map", seed=key, **options)
     return {s: v[0] for s, v in fit.draws.items()}, fit
+
+
+#: how chains (NUTS, MCLMC) can start
+CHAIN_INITS = ("module", "prior", "map")
+
+
+def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_options: dict) -> dict:
+    """Starting values of ``num_chains`` chains, ``{site: (num_chains, *shape)}`` (constrained).
+
+    ``init``: ``"map"`` (a MAP fit per chain, each from the module's initialisers with its own
+    key), ``"module"`` (those initialisers), ``"prior"`` (a prior draw per chain) or Flax
+    variables (every chain starts there).
+    """
+    keys = jax.random.split(key, num_chains)
+    if isinstance(init, dict):
+        one = model.initial_values(x, y, keys[0], init)
+        return {k: jnp.broadcast_to(v, (num_chains,) + v.shape) for k, v in one.items()}
+    init = _checks.one_of(init, "init", CHAIN_INITS)
+    if init == "prior":
+        return model.sample_prior(x.shape[1], num_chains, keys[0])
+    per_chain = []
+    for k in keys:
+        if init == "map":
+            per_chain.append(map_start(model, x, y, k, map_options)[0])
+        else:
+            per_chain.append(model.initial_values(x, y, k))
+    return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
