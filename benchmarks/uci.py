@@ -74,6 +74,7 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "svi-normal": ("svi", {"guide": "normal"}, "SVI mean-field"),
     "svi-lowrank": ("svi", {"guide": "lowrank"}, "SVI low-rank"),
     "nuts": ("nuts", {"num_chains": 2, "num_warmup": 300, "num_samples": 300}, "NUTS"),
+    "mclmc": ("mclmc", {}, "MCLMC (4 chains)"),
 }
 #: bumped when a package default behind a method changes, so that older results count as stale
 #: (2: SVI and NUTS start from MAP fits by default)
@@ -89,6 +90,7 @@ FAST: dict[str, dict] = {
     "svi-normal": {"num_steps": 50, "num_samples": 50},
     "svi-lowrank": {"num_steps": 50, "num_samples": 50},
     "nuts": {"num_chains": 1, "num_warmup": 20, "num_samples": 20},
+    "mclmc": {"num_chains": 2, "num_warmup": 300, "num_samples": 20, "thinning": 1},
 }
 
 LEVEL = 0.9
@@ -262,6 +264,12 @@ def _fit_details(method: str, fit: bnn.Fit, data) -> dict:
     if "loss" in info:
         loss = np.asarray(info["loss"])
         out["final_loss"] = float(np.mean(loss[-1]))
+    if method == "mclmc":
+        out["step_size"] = np.asarray(info["step_size"]).tolist()
+        out["L"] = np.asarray(info["L"]).tolist()
+        out["energy_var"] = np.asarray(info["energy_var"]).tolist()
+        diag = bnn.diagnose(fit, data.x_test)
+        out["function_rhat_max"] = _finite(np.nanmax(diag.function_rhat))
     if method == "nuts":
         stats = info["sample_stats"]
         out["mean_leapfrog_steps"] = float(np.mean(stats["num_steps"]))
@@ -577,6 +585,12 @@ def _extras(dataset: str, by: dict) -> list[str]:
         if m == "nuts":
             parts.append("divergences " + ", ".join(str(int(x.get("num_divergences", 0))) for x in det))
             parts.append("mean leapfrog steps " + ", ".join(f"{x['mean_leapfrog_steps']:.0f}" for x in det))
+            rh = [x.get("function_rhat_max") for x in det if x.get("function_rhat_max") is not None]
+            if rh:
+                parts.append("worst function-space R-hat on the test inputs " + ", ".join(f"{v:.3f}" for v in rh))
+        if m == "mclmc":
+            parts.append("energy-error variance per dimension (target 5e-4), worst chain " + ", ".join(
+                f"{max(x['energy_var']):.1e}" for x in det if "energy_var" in x))
             rh = [x.get("function_rhat_max") for x in det if x.get("function_rhat_max") is not None]
             if rh:
                 parts.append("worst function-space R-hat on the test inputs " + ", ".join(f"{v:.3f}" for v in rh))

@@ -85,7 +85,9 @@ class BNN(LiftedModel):
             * ``"svi"`` — variational inference, :func:`bnn.inference.svi.fit_svi`;
             * ``"laplace"`` — Gaussian around the MAP, :func:`bnn.inference.laplace.fit_laplace`;
             * ``"ensemble"`` — ``num_members`` MAP (or MLE) fits from different starts, trained
-              in one vectorised program, :func:`bnn.inference.ensemble.fit_ensemble`.
+              in one vectorised program, :func:`bnn.inference.ensemble.fit_ensemble`;
+            * ``"mclmc"`` — BlackJAX microcanonical Langevin chains from MAP fits,
+              :func:`bnn.inference.mclmc.fit_mclmc`.
           seed: int or JAX key.
           normalize: standardise inputs (and, for continuous likelihoods, targets) with the
             training mean and std before fitting; predictions come back in original units.
