@@ -172,3 +172,37 @@ def check_batch_size(batch_size, n: int) -> int | None:
     if batch_size > n:
         raise ValueError(f"`batch_size` must be at most the {n} training rows; got {batch_size}.")
     return batch_size
+
+
+def resolve_mesh(mesh):
+    """``mesh=`` of the optimisers: ``None``, ``"all"`` (every local device) or a one-axis ``jax.sharding.Mesh``."""
+    if mesh is None:
+        return None
+    if isinstance(mesh, str):
+        if mesh != "all":
+            raise ValueError(f"`mesh` must be None, 'all' or a jax.sharding.Mesh; got {mesh!r}.")
+        return jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"`mesh` must be None, 'all' or a jax.sharding.Mesh; got {type(mesh).__name__}.")
+    if len(mesh.axis_names) != 1:
+        raise ValueError(f"`mesh` must have one axis (the data rows are split along it); got axes {mesh.axis_names}.")
+    return mesh
+
+
+def shard_rows(data, mesh, n: int):
+    """Place the row-indexed arrays of ``data`` on ``mesh``: rows split over its devices.
+
+    Parameters and optimiser state stay replicated (the jitted programs receive them
+    uncommitted), so XLA runs the per-row work on every device and sums the loss and
+    gradients across them: data parallelism. ``n`` rows must divide evenly.
+    """
+    if mesh is None:
+        return data
+    devices = mesh.devices.size
+    if n % devices:
+        raise ValueError(
+            f"`mesh` splits the {n} training rows over {devices} devices: the rows must divide evenly "
+            f"({n} % {devices} = {n % devices}); drop {n % devices} row(s) or use a mesh of another size."
+        )
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    return jax.tree.map(lambda a: jax.device_put(a, rows), data)

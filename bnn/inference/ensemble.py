@@ -27,7 +27,16 @@ import optax
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, chunk_length, loss_settled, make_optimizer, run_in_chunks, warn_unsettled
+from bnn.inference._loop import (
+    check_batch_size,
+    chunk_length,
+    loss_settled,
+    make_optimizer,
+    resolve_mesh,
+    run_in_chunks,
+    shard_rows,
+    warn_unsettled,
+)
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, split_validation
 from bnn.lifting import LiftedModel, flatten_params
 
@@ -78,6 +87,7 @@ def fit_ensemble(
     eval_every: int | None = None,
     progress_bar: bool = False,
     y_err=None,
+    mesh=None,
 ) -> Fit:
     """Fit ``num_members`` MAP (or MLE) networks from different starts in one vectorised program.
 
@@ -90,6 +100,9 @@ def fit_ensemble(
         :func:`bnn.inference.optimize.fit_point` (the default Adam decays its rate to 0).
       validation: a fraction of the rows or ``(x_val, y_val)``: early stopping per member.
       patience, eval_every, progress_bar, y_err: as in :func:`bnn.inference.optimize.fit_point`.
+      mesh: data parallelism: ``"all"`` (every local device) or a one-axis
+        ``jax.sharding.Mesh``; the training rows are split over its devices (they must divide
+        evenly) and the parameters replicated. ``None`` (default): one device.
 
     Returns:
       a :class:`bnn.Fit` with ``num_members`` draws; ``info`` holds ``loss``
@@ -103,6 +116,7 @@ def fit_ensemble(
     patience = _checks.positive_int(patience, "patience")
     optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps))
 
+    mesh = resolve_mesh(mesh)
     start = time.perf_counter()
     x, y = model.check_data(x, y)
     fit_errors = y_err = model.check_errors(y_err, y.shape)
@@ -119,6 +133,7 @@ def fit_ensemble(
     )
     opt_state0 = jax.vmap(optimizer.init)(u0)
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
+    data = shard_rows(data, mesh, n)
 
     tracker = None
     if val is not None:

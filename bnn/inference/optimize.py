@@ -40,7 +40,9 @@ from bnn.inference._loop import (
     draw_batch,
     loss_settled,
     make_optimizer,
+    resolve_mesh,
     run_in_chunks,
+    shard_rows,
     warn_unsettled,
 )
 from bnn.lifting import LiftedModel
@@ -139,6 +141,7 @@ def fit_point(
     eval_every: int | None = None,
     progress_bar: bool = False,
     y_err=None,
+    mesh=None,
 ) -> Fit:
     """Fit by maximum likelihood (``"mle"``) or maximum a posteriori (``"map"``).
 
@@ -164,6 +167,9 @@ def fit_point(
       eval_every: steps between validation checks / progress updates.
       progress_bar: show a tqdm bar updated once per chunk of steps.
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
+      mesh: data parallelism: ``"all"`` (every local device) or a one-axis
+        ``jax.sharding.Mesh``; the training rows are split over its devices (they must divide
+        evenly) and the parameters replicated. ``None`` (default): one device.
 
     Returns:
       a :class:`bnn.Fit` with one draw; ``info`` holds ``loss`` (per step),
@@ -176,6 +182,7 @@ def fit_point(
     patience = _checks.positive_int(patience, "patience")
     optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps))
 
+    mesh = resolve_mesh(mesh)
     start = time.perf_counter()
     x, y = model.check_data(x, y)
     fit_errors = y_err = model.check_errors(y_err, y.shape)
@@ -193,6 +200,7 @@ def fit_point(
     )
 
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
+    data = shard_rows(data, mesh, n)
     val_losses: list[float] = []
     best: dict[str, Any] = {"loss": np.inf, "u": u0, "step": 0, "since": 0}
     on_chunk = None

@@ -34,7 +34,9 @@ from bnn.inference._loop import (
     draw_batch,
     loss_settled,
     make_optimizer,
+    resolve_mesh,
     run_in_chunks,
+    shard_rows,
     warn_unsettled,
 )
 from bnn.inference.optimize import map_start
@@ -76,6 +78,7 @@ def fit_svi(
     eval_every: int | None = None,
     progress_bar: bool = False,
     y_err=None,
+    mesh=None,
 ) -> Fit:
     """Fit a variational posterior by maximising the ELBO.
 
@@ -103,6 +106,9 @@ def fit_svi(
       eval_every: steps per chunk (progress updates); default all steps in one chunk.
       progress_bar: show a progress bar.
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
+      mesh: data parallelism: ``"all"`` (every local device) or a one-axis
+        ``jax.sharding.Mesh``; the training rows are split over its devices (they must divide
+        evenly) and the parameters replicated. ``None`` (default): one device.
 
     Returns:
       a :class:`bnn.Fit` whose ``draws`` come from the guide; ``info`` holds ``loss``
@@ -122,6 +128,7 @@ def fit_svi(
         rank = _checks.positive_int(rank, "rank")
     optimizer = make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps)
 
+    mesh = resolve_mesh(mesh)
     start = time.perf_counter()
     x, y = model.check_data(x, y)
     y_err = model.check_errors(y_err, y.shape)
@@ -134,7 +141,7 @@ def fit_svi(
         init = _checks.one_of(init, "init", INITS)
         start_from = init
         if init == "map":
-            init, map_fit = map_start(model, x, y, key, map_options, y_err)
+            init, map_fit = map_start(model, x, y, key, {**(map_options or {}), "mesh": mesh}, y_err)
         else:
             init = model.initial_values(x, y, key)
     else:
@@ -150,6 +157,7 @@ def fit_svi(
             return model.model(x, y, batch_size=idx.shape[0], y_err=y_err)
 
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
+    xs, ys, es = shard_rows((xs, ys, es), mesh, n)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
     init_batch = draw_batch(key_init, n, batch_size)
 
