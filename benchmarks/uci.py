@@ -75,6 +75,8 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "svi-normal": ("svi", {"guide": "normal"}, "SVI mean-field"),
     "svi-lowrank": ("svi", {"guide": "lowrank"}, "SVI low-rank"),
     "nuts": ("nuts", {"num_chains": 2, "num_warmup": 300, "num_samples": 300}, "NUTS"),
+    "nuts-module": ("nuts", {"num_chains": 2, "num_warmup": 300, "num_samples": 300, "init": "module"},
+                    "NUTS, random starts"),
     "mclmc": ("mclmc", {}, "MCLMC (4 chains)"),
 }
 #: bumped when a package default behind a method changes, so that older results count as stale
@@ -92,6 +94,7 @@ FAST: dict[str, dict] = {
     "svi-normal": {"num_steps": 50, "num_samples": 50},
     "svi-lowrank": {"num_steps": 50, "num_samples": 50},
     "nuts": {"num_chains": 1, "num_warmup": 20, "num_samples": 20},
+    "nuts-module": {"num_chains": 1, "num_warmup": 20, "num_samples": 20},
     "mclmc": {"num_chains": 2, "num_warmup": 300, "num_samples": 20, "thinning": 1},
 }
 
@@ -272,7 +275,7 @@ def _fit_details(method: str, fit: bnn.Fit, data) -> dict:
         out["energy_var"] = np.asarray(info["energy_var"]).tolist()
         diag = bnn.diagnose(fit, data.x_test)
         out["function_rhat_max"] = _finite(np.nanmax(diag.function_rhat))
-    if method == "nuts":
+    if fit.method == "nuts":
         stats = info["sample_stats"]
         out["mean_leapfrog_steps"] = float(np.mean(stats["num_steps"]))
         out["max_leapfrog_steps"] = int(np.max(stats["num_steps"]))
@@ -584,7 +587,7 @@ def _extras(dataset: str, by: dict) -> list[str]:
                                                            if "prior_scale_factor" in x))
             parts.append("tuning rounds " + ", ".join(str(int(x["tune_iterations"])) for x in det if "tune_iterations" in x)
                          + " (at most 20)")
-        if m == "nuts":
+        if m in ("nuts", "nuts-module"):
             parts.append("divergences " + ", ".join(str(int(x.get("num_divergences", 0))) for x in det))
             parts.append("mean leapfrog steps " + ", ".join(f"{x['mean_leapfrog_steps']:.0f}" for x in det))
             rh = [x.get("function_rhat_max") for x in det if x.get("function_rhat_max") is not None]

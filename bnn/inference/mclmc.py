@@ -29,7 +29,7 @@ from numpyro.infer.util import potential_energy
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import chain_starts
+from bnn.inference.optimize import prepare_chains
 from bnn.lifting import LiftedModel
 
 #: the share of BlackJAX's tuning budget in each of its three phases (step size, then the
@@ -96,18 +96,11 @@ def fit_mclmc(
     num_samples = _checks.positive_int(num_samples, "num_samples")
     thinning = _checks.positive_int(thinning, "thinning")
     desired_energy_var = _checks.positive_float(desired_energy_var, "desired_energy_var")
-    map_options = dict(map_options or {})
 
     start = time.perf_counter()
-    x, y = model.check_data(x, y)
-    y_err = model.check_errors(y_err, y.shape)
-    key = _checks.as_seed_key(seed)
-    key_init, key_run = jax.random.split(jax.random.fold_in(key, 6))
-    if y_err is not None:
-        map_options = {**map_options, "y_err": y_err}
-    values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
-    transforms = model.transforms(x.shape[1])
-    unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
+    x, y, y_err, key_run, transforms, unconstrained = prepare_chains(
+        model, x, y, y_err, seed, 6, init, num_chains, map_options
+    )
     if sum(int(np.prod(v.shape[1:])) for v in unconstrained.values()) < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
 

@@ -25,7 +25,7 @@ from numpyro.infer import MCMC, NUTS
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import chain_starts
+from bnn.inference.optimize import prepare_chains
 from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
@@ -98,18 +98,9 @@ def fit_nuts(
     max_tree_depth = _checks.positive_int(max_tree_depth, "max_tree_depth")
     target_accept_prob = _checks.level(target_accept_prob, "target_accept_prob")
     chain_method = _chain_method(chain_method, num_chains)
-    map_options = dict(map_options or {})
 
     start = time.perf_counter()
-    x, y = model.check_data(x, y)
-    y_err = model.check_errors(y_err, y.shape)
-    key = _checks.as_seed_key(seed)
-    key_init, key_run = jax.random.split(jax.random.fold_in(key, 4))
-    if y_err is not None:
-        map_options = {**map_options, "y_err": y_err}
-    values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
-    transforms = model.transforms(x.shape[1])
-    unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
+    x, y, y_err, key_run, _, unconstrained = prepare_chains(model, x, y, y_err, seed, 4, init, num_chains, map_options)
     if num_chains == 1:
         unconstrained = {k: v[0] for k, v in unconstrained.items()}
 

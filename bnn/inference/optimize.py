@@ -289,3 +289,21 @@ def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_optio
         else:
             per_chain.append(model.initial_values(x, y, k))
     return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
+
+
+def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_chains: int, map_options: dict | None):
+    """The common start of the samplers: checked data, the run's key and unconstrained chain starts.
+
+    Returns ``(x, y, y_err, key_run, transforms, starts)`` with ``starts`` =
+    ``{site: (num_chains, *shape)}`` in unconstrained space (see :func:`chain_starts`);
+    ``salt`` separates the samplers' key streams.
+    """
+    x, y = model.check_data(x, y)
+    y_err = model.check_errors(y_err, y.shape)
+    key_init, key_run = jax.random.split(jax.random.fold_in(_checks.as_seed_key(seed), salt))
+    map_options = dict(map_options or {})
+    if y_err is not None:
+        map_options["y_err"] = y_err
+    values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
+    transforms = model.transforms(x.shape[1])
+    return x, y, y_err, key_run, transforms, {k: transforms[k].inv(v) for k, v in values.items()}
