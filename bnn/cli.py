@@ -1,4 +1,4 @@
-"""The ``bnn`` command.
+"""The ``bnn`` command: ``bnn demo``, ``bnn fit`` (a user's CSV table) and ``bnn predict``.
 
 ``bnn demo`` runs the whole story on the embedded sine toy: prior predictive
 functions; MLE, MAP, Laplace, ensemble, SVI and NUTS fits of one network; their predictive
@@ -168,6 +168,158 @@ def run_demo(out: Path, fast: bool = False, seed: int = 0) -> dict:
     return written
 
 
+LIKELIHOODS = ("gaussian", "heteroscedastic", "bernoulli", "categorical")
+FIT_METHODS = ("map", "ensemble", "laplace", "svi", "nuts", "mclmc")
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes comma-separated layer widths such as 50,50; got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"--hidden widths must be positive; got {text!r}")
+    return widths
+
+
+def _output_folder(out: Path, columns_file: str) -> None:
+    """Create ``out`` (or accept an earlier ``bnn fit`` folder), or raise a one-line error."""
+    from bnn.tables import TableError
+
+    if out.exists() and not out.is_dir():
+        raise TableError(f"--out {str(out)!r} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not (out / columns_file).is_file():
+        raise TableError(f"--out {str(out)!r} exists and holds other files; give a new or empty folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".bnn-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise TableError(f"--out {str(out)!r} cannot be written: {err.strerror or err}.") from None
+
+
+def _model_for(likelihood: str, hidden: tuple[int, ...], activation: str, prior_scale: float, y):
+    import numpy as np
+
+    import bnn
+
+    outputs = {"gaussian": 1, "heteroscedastic": 2, "bernoulli": 1}.get(likelihood) or int(np.max(y)) + 1
+    like = {"gaussian": bnn.Gaussian, "heteroscedastic": bnn.Heteroscedastic, "bernoulli": bnn.Bernoulli,
+            "categorical": bnn.Categorical}[likelihood]()
+    return bnn.BNN(bnn.MLP(hidden + (outputs,), activation=activation), prior=bnn.Normal(prior_scale), likelihood=like)
+
+
+def run_fit(args) -> Path:
+    """``bnn fit``: fit the table, save the fit, write a short report. Returns the report's path."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    import bnn
+    from bnn import tables
+
+    features = [c.strip() for c in args.features.split(",") if c.strip()] if args.features else None
+    frame = tables.read_table(args.data, None if features is None else features + [args.target])
+    if args.target not in frame.columns:
+        raise tables.TableError(f"{str(args.data)!r} has no column {args.target!r}; its columns are "
+                                f"{', '.join(repr(c) for c in frame.columns)}.")
+    x, y, features = tables.training_arrays(frame, args.target, features, args.likelihood, args.data)
+    out = Path(args.out)
+    _output_folder(out, tables.COLUMNS_FILE)
+    model = _model_for(args.likelihood, args.hidden, args.activation, args.prior_scale, y)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", UserWarning)
+        fit = model.fit(x, y, method=args.method, seed=args.seed, normalize=True, progress_bar=True)
+    fit.save(out, overwrite=True)
+    tables.Columns(tuple(features), args.target, args.likelihood).save(out)
+
+    pred = fit.predict(x)
+    lines = [f"# bnn fit: {Path(args.data).name}", "",
+             f"Target {args.target!r} from {len(features)} feature(s): {', '.join(features)}; {len(x)} rows.",
+             f"Model: MLP {args.hidden + (model.spec(x.shape[1]).out,)} {args.activation}, Normal(0, {args.prior_scale}) "
+             f"priors, {args.likelihood} likelihood, inputs and targets standardised (normalize=True).",
+             f"Method: {args.method}, seed {args.seed}, {fit.num_draws} draw(s), {fit.info['wall_time']:.1f} s.", "",
+             "## Training-data metrics", "", "| metric | value |", "|---|---|"]
+    metrics = {"nll (mean per row)": float(np.mean(bnn.metrics.nll(pred, y)))}
+    if pred.continuous:
+        metrics["rmse"] = float(np.mean(bnn.metrics.rmse(pred.mean, y)))
+        metrics["coverage of the 90 % interval"] = float(np.mean(bnn.metrics.coverage(pred, y, 0.9)))
+        lo, hi = pred.interval(0.9)
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.errorbar(y[:, 0], np.asarray(pred.mean)[:, 0],
+                    yerr=np.abs(np.stack([np.asarray(pred.mean - lo)[:, 0], np.asarray(hi - pred.mean)[:, 0]])),
+                    fmt="o", ms=3, alpha=0.6, color="#0072B2", label="predictive mean, 90 % interval")
+        edges = [float(np.min(y)), float(np.max(y))]
+        ax.plot(edges, edges, color="#555555", lw=1, label="observed = predicted")
+        ax.set_xlabel(f"observed {args.target}")
+        ax.set_ylabel(f"predicted {args.target}")
+        ax.legend(frameon=False)
+        fig.savefig(out / "fit.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        figure = ["", "![observed vs predicted](fit.png)"]
+    else:
+        metrics["accuracy"] = float(np.mean(bnn.metrics.accuracy(pred, y)))
+        figure = []
+    lines += [f"| {k} | {v:.4g} |" for k, v in metrics.items()] + figure
+    if seen:
+        lines += ["", "## Warnings", ""] + [f"- {w.message}" for w in seen]
+    lines += ["", f"Predict new rows with `bnn predict {out} NEW.csv --out predictions.csv`."]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def run_predict(args) -> str:
+    """``bnn predict``: predictions of a saved fit for a table's rows, as CSV text (written to ``--out`` if given)."""
+    import numpy as np
+    import pandas as pd
+
+    import bnn
+    from bnn import _checks, tables
+
+    folder = Path(args.fit_dir)
+    if not folder.is_dir():
+        raise tables.TableError(f"{str(folder)!r} is not a folder written by `bnn fit`.")
+    columns = tables.Columns.load(folder)
+    try:
+        fit = bnn.load(folder)
+    except (OSError, ValueError, KeyError) as err:
+        raise tables.TableError(f"{str(folder)!r} does not hold a readable saved fit: {err}".splitlines()[0]) from None
+    level = _checks.level(args.level, "--level")
+    frame = tables.read_table(args.data, list(columns.features))
+    pred = fit.predict(frame.to_numpy(np.float32))
+    out = {}
+    if pred.continuous:
+        lo, hi = pred.interval(level)
+        for name, value in (("mean", pred.mean), ("std", pred.std), ("epistemic_std", pred.epistemic_std),
+                            ("aleatoric_std", pred.aleatoric_std), (f"lower_{level:g}", lo), (f"upper_{level:g}", hi)):
+            out[name] = np.asarray(value)[:, 0]
+    else:
+        probs = np.asarray(pred.probs)
+        if pred.kind == "binary":  # one column: P(y = 1)
+            out["prob_1"] = probs[:, 0]
+            out["predicted"] = (probs[:, 0] > 0.5).astype(int)
+        else:
+            for k in range(probs.shape[1]):
+                out[f"prob_{k}"] = probs[:, k]
+            out["predicted"] = probs.argmax(axis=1)
+        out["entropy"] = np.asarray(pred.entropy).reshape(len(frame))
+        out["mutual_information"] = np.asarray(pred.mutual_information).reshape(len(frame))
+    text = pd.DataFrame(out).to_csv(index=False)
+    if args.out:
+        target = Path(args.out)
+        try:
+            target.write_text(text)
+        except OSError as err:
+            raise tables.TableError(f"--out {str(target)!r} cannot be written: {err.strerror or err}.") from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bnn", description="Bayesian neural networks on JAX.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -176,16 +328,47 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", type=Path, default=Path("bnn-demo"), help="output folder (default: ./bnn-demo)")
     demo.add_argument("--fast", action="store_true", help="small settings (seconds, for smoke tests)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit = sub.add_parser("fit", help="fit a network to a CSV table (a header row, numeric columns)")
+    fit.add_argument("data", type=Path, help="the CSV file")
+    fit.add_argument("--target", required=True, help="the column to predict")
+    fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
+    fit.add_argument("--method", choices=FIT_METHODS, default="ensemble", help="inference method (default: ensemble)")
+    fit.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian",
+                     help="gaussian (learned noise; default), heteroscedastic, bernoulli (0/1) or categorical (0..K-1)")
+    fit.add_argument("--hidden", type=_widths, default=(50,), help="hidden layer widths (default: 50)")
+    fit.add_argument("--activation", default="relu", help="activation of the hidden layers (default: relu)")
+    fit.add_argument("--prior-scale", type=float, default=1.0, help="std of the Normal prior on every weight (default 1)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--out", required=True, type=Path, help="folder for the saved fit and its report")
+    predict = sub.add_parser("predict", help="predict a CSV table's rows with a fit saved by `bnn fit`")
+    predict.add_argument("fit_dir", type=Path, help="the folder written by `bnn fit`")
+    predict.add_argument("data", type=Path, help="the CSV file (it must hold the fit's feature columns)")
+    predict.add_argument("--out", default=None, help="output CSV (default: print to the terminal)")
+    predict.add_argument("--level", type=float, default=0.9, help="central interval level (default 0.9)")
     args = parser.parse_args(argv)
     if args.version:
         from bnn._version import __version__
 
         print(__version__)
         return 0
-    if args.command != "demo":
+    if args.command is None:
         parser.print_help()
         return 2
     _enable_compilation_cache()
+    if args.command in ("fit", "predict"):
+        from bnn.tables import TableError
+
+        try:
+            if args.command == "fit":
+                report = run_fit(args)
+                print(f"wrote the fit, {report} and its figures to {args.out}")
+            else:
+                text = run_predict(args)
+                print(f"wrote {args.out}" if args.out else text, end="\n" if args.out else "")
+        except (TableError, ValueError) as err:
+            print(f"bnn {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        return 0
     start = time.perf_counter()
     written = run_demo(args.out, fast=args.fast, seed=args.seed)
     print(written["report"].read_text().split("## Test metrics", 1)[1].strip())

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bnn"
 #: Bottom to top. A module may import modules of its own layer or any layer below.
 LAYERS: list[set[str]] = [
     {"_checks", "_version"},                       # validation of user input; the version
-    {"priors", "likelihoods", "nets", "datasets"},  # the model's parts; embedded data
+    {"priors", "likelihoods", "nets", "datasets", "tables"},  # the model's parts; embedded data; CSV tables
     {"lifting"},                                   # Flax module -> NumPyro model
     {"predictive", "metrics"},                     # predictive distributions from draws; scores
     {"diagnostics", "io"},                         # ArviZ export, convergence; the file format

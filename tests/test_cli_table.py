@@ -1,0 +1,101 @@
+"""`bnn fit` / `bnn predict` on a user's CSV table: results equal the library's, errors are one line."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bnn
+from bnn import cli
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("table")
+    rng = np.random.default_rng(0)
+    n = 48
+    a, b = rng.uniform(-1, 1, n), rng.normal(size=n)
+    frame = pd.DataFrame({"a": a, "b": b, "y": np.sin(3 * a) + 0.1 * b + 0.1 * rng.normal(size=n),
+                          "label": (a > 0).astype(int) + (b > 1).astype(int), "note": ["x"] * n})
+    frame.to_csv(folder / "data.csv", index=False)
+    frame[["a", "b"]].head(7).to_csv(folder / "new.csv", index=False)
+    return folder
+
+
+def _run(capsys, *argv):
+    code = cli.main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
+    fit_dir = tmp_path / "fit"
+    code, out, _ = _run(capsys, "fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "map",
+                        "--hidden", "8", "--out", fit_dir)
+    assert code == 0 and str(fit_dir) in out
+    assert (fit_dir / "fit.png").stat().st_size > 0 and "| rmse |" in (fit_dir / "report.md").read_text()
+    code, _, _ = _run(capsys, "predict", fit_dir, table / "new.csv", "--out", tmp_path / "p.csv", "--level", "0.8")
+    assert code == 0
+    got = pd.read_csv(tmp_path / "p.csv")
+    assert list(got.columns) == ["mean", "std", "epistemic_std", "aleatoric_std", "lower_0.8", "upper_0.8"]
+    # the CSV holds exactly what the library predicts from the saved fit (float32 printed in full)
+    fit = bnn.load(fit_dir)
+    x_new = pd.read_csv(table / "new.csv").to_numpy(np.float32)
+    pred = fit.predict(x_new)
+    lo, hi = pred.interval(0.8)
+    np.testing.assert_allclose(got["mean"], np.asarray(pred.mean)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["std"], np.asarray(pred.std)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["lower_0.8"], np.asarray(lo)[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(got["upper_0.8"], np.asarray(hi)[:, 0], rtol=1e-6)
+    assert fit.normalizer is not None  # the command fits with normalize=True
+    # the same fit made in Python
+    x = pd.read_csv(table / "data.csv")[["a", "b"]].to_numpy(np.float32)
+    y = pd.read_csv(table / "data.csv")[["y"]].to_numpy(np.float32)
+    model = bnn.BNN(bnn.MLP((8, 1), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
+    direct = model.fit(x, y, method="map", seed=0, normalize=True)
+    np.testing.assert_allclose(np.asarray(direct.predict(x_new).mean)[:, 0], got["mean"], rtol=1e-5, atol=1e-6)
+
+
+def test_categorical_predictions_are_class_probabilities(table, tmp_path, capsys):
+    fit_dir = tmp_path / "cls"
+    code, _, err = _run(capsys, "fit", table / "data.csv", "--target", "label", "--features", "a,b", "--method", "ensemble",
+                        "--likelihood", "categorical", "--hidden", "8", "--out", fit_dir)
+    assert code == 0, err
+    code, out, _ = _run(capsys, "predict", fit_dir, table / "new.csv")
+    assert code == 0
+    got = pd.read_csv(__import__("io").StringIO(out))
+    assert list(got.columns) == ["prob_0", "prob_1", "prob_2", "predicted", "entropy", "mutual_information"]
+    probs = got[["prob_0", "prob_1", "prob_2"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (got["predicted"].to_numpy() == probs.argmax(1)).all()
+    assert (got["mutual_information"] >= -1e-6).all() and (got["mutual_information"] <= got["entropy"] + 1e-6).all()
+
+
+def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
+    data = table / "data.csv"
+    pd.DataFrame({"a": [1.0, 2.0, None, 4.0, 5.0, 6.0], "y": [1.0, 2.0, 3.0, None, 5.0, 6.0]}).to_csv(tmp_path / "gaps.csv", index=False)
+    pd.DataFrame({"a": [1.0, 2.0], "y": [1.0, 2.0]}).to_csv(tmp_path / "short.csv", index=False)
+    pd.DataFrame({"a": [1.0]}).to_csv(tmp_path / "only_a.csv", index=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    fit_dir = tmp_path / "fit"
+    assert cli.main(["fit", str(data), "--target", "y", "--features", "a,b", "--method", "map", "--hidden", "4",
+                     "--out", str(fit_dir)]) == 0
+    capsys.readouterr()
+    cases = [
+        (("fit", tmp_path / "nope.csv", "--target", "y", "--out", tmp_path / "o"), r"'.*nope.csv' does not exist"),
+        (("fit", data, "--target", "z", "--features", "a", "--out", tmp_path / "o"), r"has no column 'z'; its columns are 'a', 'b', 'y', 'label', 'note'"),
+        (("fit", data, "--target", "y", "--features", "a,c", "--out", tmp_path / "o"), r"has no column 'c'"),
+        (("fit", data, "--target", "y", "--out", tmp_path / "o"), r"column\(s\) 'note' are not numeric"),
+        (("fit", tmp_path / "gaps.csv", "--target", "y", "--out", tmp_path / "o"), r"empty or non-numeric cells in column\(s\) 'a', 'y' at data row\(s\) 3, 4"),
+        (("fit", tmp_path / "short.csv", "--target", "y", "--out", tmp_path / "o"), r"has 2 data row\(s\); fitting needs at least 5"),
+        (("fit", data, "--target", "y", "--features", "a", "--out", blocker), r"--out '.*a_file' is a file, not a folder"),
+        (("fit", data, "--target", "y", "--features", "a", "--out", blocker / "sub"), r"--out '.*sub' cannot be written"),
+        (("fit", data, "--target", "y", "--features", "a", "--likelihood", "bernoulli", "--out", tmp_path / "o"), r"target 'y' must hold 0 or 1"),
+        (("predict", tmp_path, data), r"was not written by `bnn fit`"),
+        (("predict", fit_dir, tmp_path / "only_a.csv"), r"has no column 'b'; its columns are 'a'"),
+    ]
+    for argv, message in cases:
+        code, _, err = _run(capsys, *argv)
+        assert code == 1, argv
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert __import__("re").search(message, err), (message, err)
