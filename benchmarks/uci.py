@@ -435,7 +435,9 @@ def report(records: list[dict], fast: bool = False) -> str:
                      + (f", `XLA_FLAGS={flags}`" if flags else "") + ".")
     if recs:
         dates = sorted(r["date"] for r in recs)
-        lines.append(f"Splits run between {dates[0]} and {dates[-1]}.")
+        lines.append(f"Splits run between {dates[0]} and {dates[-1]}. Each run is pinned to one core, but runs "
+                     "were made side by side with other work on the machine's other core: seconds per split are "
+                     "indicative (shared memory bandwidth and caches), not clean timings.")
     lines += [
         "",
         "Protocol: the fixed PBP / MC-dropout train/test splits; one hidden layer of 50 ReLU units; inputs and target "

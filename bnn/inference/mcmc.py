@@ -136,7 +136,8 @@ def fit_nuts(
         total = stats["diverging"].size
         warnings.warn(
             f"{divergences} of {total} NUTS transitions diverged: the sampler may have missed parts of the "
-            "posterior. Try a higher target_accept_prob (e.g. 0.95), init='map', or a tighter prior.",
+            "posterior. Try a higher target_accept_prob (e.g. 0.95), a longer num_warmup"
+            + (", init='map'" if init != "map" else "") + " or a tighter prior.",
             UserWarning,
             stacklevel=3,
         )
