@@ -25,6 +25,8 @@ ORACLE_MODULES = {
     "test_priors",
     "test_properties",
     "test_sbc",
+    "test_sharding",
+    "test_svi",
 }
 
 

@@ -46,7 +46,8 @@ def test_sharded_rows_give_the_one_device_loss_trace():
     default and SSE4.2 code); 1e-4 leaves room for other CPUs while a wrong reduction (a missing
     all-reduce: a quarter of the rows) would be off by O(1).
     """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()  # keeps e.g. max_isa
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
