@@ -69,7 +69,8 @@ def read_table(path, columns: list[str] | None = None):
     frame = frame[wanted]
     text = [c for c in wanted if not pd.api.types.is_numeric_dtype(frame[c]) and frame[c].notna().any()]
     if text:
-        raise TableError(f"{str(path)!r}: column(s) {_names(text)} are not numeric; bnn fits numeric columns only.")
+        raise TableError(f"{str(path)!r}: column(s) {_names(text)} are not numeric; bnn fits numeric columns only "
+                         "(`bnn fit --features` chooses the input columns).")
     empty = frame.isna().any(axis=1).to_numpy()
     if empty.any():
         rows = np.flatnonzero(empty) + 1

@@ -73,10 +73,12 @@ def fit_nuts(
       num_chains, num_warmup, num_samples: chains, warm-up and kept draws per chain.
       chain_method: ``"parallel"``, ``"vectorized"``, ``"sequential"`` or ``None`` (auto).
       init: ``"map"`` (default), ``"module"``, ``"prior"`` or Flax variables (see the module
-        docs). From MAP starts the warm-up begins in the typical set instead of crossing
-        from a random network to it, which is where divergences and stuck chains came from
-        (UCI yacht split 0, 2 chains 300/300: 117 divergences and test log-likelihood 0.31
-        from ``"module"`` starts, none and 0.50 from ``"map"``).
+        docs). From MAP starts the warm-up begins near the posterior's mass instead of
+        crossing from a random network to it, which is where most divergences came from (UCI
+        yacht, 5 splits of 2 chains x 300/300: 0-6 divergences per fit instead of 38-117).
+        Such chains also reach sooner whatever the prior allows: on yacht, networks that
+        interpolate the training rows (test log-likelihood -3.2 on average, against -0.03
+        from random starts whose chains had not got there yet).
       target_accept_prob: NUTS step-size adaptation target.
       max_tree_depth: maximum tree depth (at most 2**depth − 1 leapfrog steps per draw).
       dense_mass: adapt a dense mass matrix instead of a diagonal one.
