@@ -75,7 +75,7 @@ def fit_nuts(
       init: ``"map"`` (default), ``"module"``, ``"prior"`` or Flax variables (see the module
         docs). From MAP starts the warm-up begins near the posterior's mass instead of
         crossing from a random network to it, which is where most divergences came from (UCI
-        yacht, 5 splits of 2 chains x 300/300: 0-6 divergences per fit instead of 38-117).
+        yacht, 5 splits of 2 chains x 300/300: 0-6 divergences per fit instead of 20-137).
         Such chains also reach sooner whatever the prior allows: on yacht, networks that
         interpolate the training rows (test log-likelihood -3.2 on average, against -0.03
         from random starts whose chains had not got there yet).
