@@ -66,7 +66,7 @@ From the UCI regression benchmark (`benchmarks/RESULTS.md`: six data sets of 308
 one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the published splits):
 
 - **Small tables (up to a few thousand rows): `method="mclmc"`** (BlackJAX MCLMC, chains from
-  MAP fits). It matched NUTS's test log-likelihood on wine at 3.5-8x less time, came within
+  MAP fits). It matched NUTS's test log-likelihood on wine at 3-8x less time, came within
   0.14 nats on energy and stayed sound on yacht, where NUTS followed the posterior into
   over-fitted networks. NUTS remains the reference where it is affordable (minutes per fit
   on one core for 50 units and a thousand rows); `method="laplace", tune_prior=True` is the
