@@ -101,7 +101,8 @@ def fit_mclmc(
     x, y, y_err, key_run, transforms, unconstrained = prepare_chains(
         model, x, y, y_err, seed, 6, init, num_chains, map_options
     )
-    if sum(int(np.prod(v.shape[1:])) for v in unconstrained.values()) < 2:
+    dim = sum(int(np.prod(v.shape[1:])) for v in unconstrained.values())
+    if dim < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
 
     settings = ("mclmc", x.shape, y_err is None, num_warmup, num_samples, thinning, desired_energy_var,
@@ -111,10 +112,9 @@ def fit_mclmc(
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     positions, stats, tuned = run(unconstrained, jax.random.split(key_run, num_chains), data)
 
-    draws = {k: transforms[k](v.reshape((num_chains * num_samples,) + v.shape[2:])) for k, v in positions.items()}
-    draws = {k: draws[k] for k in model.latent_sites(x.shape[1])}
+    draws = {k: transforms[k](positions[k].reshape((num_chains * num_samples,) + positions[k].shape[2:]))
+             for k in model.latent_sites(x.shape[1])}
     stats = {k: np.asarray(v) for k, v in stats.items()}
-    dim = sum(int(np.prod(v.shape[1:])) for v in unconstrained.values())
     divergences = int(stats["diverging"].sum())
     info = {
         "num_chains": num_chains,
@@ -179,13 +179,12 @@ def _build(model: LiftedModel, num_warmup: int, num_samples: int, thinning: int,
             logdensity, L=params.L, step_size=params.step_size, inverse_mass_matrix=params.inverse_mass_matrix
         )
 
-        def one_step(carry, k):
-            state, worst = carry
+        def one_step(state, k):
             state, info = sampler.step(k, state)
-            return (state, worst), (info.energy_change, ~info.nonans)
+            return state, (info.energy_change, ~info.nonans)
 
         def one_draw(state, k):
-            (state, _), (energy, bad) = jax.lax.scan(one_step, (state, 0.0), jax.random.split(k, thinning))
+            state, (energy, bad) = jax.lax.scan(one_step, state, jax.random.split(k, thinning))
             return state, (state.position, energy[-1], jnp.any(bad))
 
         _, (positions, energy, bad) = jax.lax.scan(one_draw, state, jax.random.split(key_sample, num_samples))
