@@ -83,10 +83,46 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
     raise ValueError(f"`subset` must be 'all', 'last_layer' or a list of path patterns; got {subset!r}.")
 
 
-def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
-    """One jitted program: the precision at θ*, its Cholesky factor, draws, and the evidence."""
+def _whitened_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es, prior_std):
+    """Eigenvalues ``λ`` ``(k,)`` and eigenvectors ``V`` ``(d, k)`` of ``S G S`` (S = diag(prior_std),
+    G the GGN), with ``k = min(n · outputs, d)``; the other eigenvalues of ``S G S`` are 0.
 
-    def run(theta_star, point, xs, ys, es, key):
+    Computed from the square root ``A = Λ^½ J S`` (``G = Jᵀ Λ J``, Λ the per-row output-space
+    Fisher blocks of the likelihood) by a singular value decomposition, ``S G S = Aᵀ A``, never
+    by forming G: in float32 an eigendecomposition of a formed ``S G S`` carries an absolute
+    error of about ε·λ_max in every eigenvalue (on a UCI network ε·λ_max reaches 5, which
+    swamps the weakly determined directions whose eigenvalues are below 10), while the SVD's
+    error in ``λ = s²`` is about ε·s_max·s, of the order of ε²·λ_max for the small ones.
+    """
+    params = point if es is None else {**point, Y_ERR: es}
+    f_star = model.apply({**point, **unravel(theta_star)}, xs)                        # (n, w)
+    jac = jax.jacfwd(lambda t: model.apply({**point, **unravel(t)}, xs))(theta_star)  # (n, w, d)
+    grad_f = jax.grad(lambda f: model.likelihood.ggn_loss(f, f_star, ys, params))
+    width = f_star.shape[1]
+    # The output-space Hessian is block diagonal over rows, so one Hessian-vector product per
+    # output column with an all-ones direction gives every row's block: (n, w, w).
+    blocks = jnp.stack([jax.jvp(grad_f, (f_star,), (jnp.zeros_like(f_star).at[:, k].set(1.0),))[1]
+                        for k in range(width)], axis=-1)
+    w, u = jnp.linalg.eigh(0.5 * (blocks + jnp.swapaxes(blocks, -1, -2)))
+    root = jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)         # Λ^½ per row
+    a = jnp.einsum("nij,njd->nid", root, jac).reshape(-1, jac.shape[-1]) * prior_std[None, :]
+    _, singular, vt = jnp.linalg.svd(a, full_matrices=False)
+    return jnp.square(singular), vt.T
+
+
+def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
+    """One jitted program: the precision at θ*, draws from Normal(θ*, H⁻¹), the evidence, and a
+    flag that the factorisation succeeded.
+
+    The GGN posterior is factorised in prior-whitened coordinates: with S = diag(prior std),
+    H = G + S⁻² = S⁻¹ (I + S G S) S⁻¹, and the spectrum of S G S comes from the SVD of its square
+    root (:func:`_whitened_spectrum`), so H is positive definite by construction and accurate in
+    float32 even when G is ill-conditioned (a small noise scale), where a Cholesky factorisation
+    of the formed H fails. The exact Hessian has no such structure and is factorised by
+    Cholesky (non-finite where it is not positive definite).
+    """
+
+    def run(theta_star, point, xs, ys, es, key, prior_std):
         def log_terms(theta):
             return model.log_joint_terms({**point, **unravel(theta)}, xs, ys, es)
 
@@ -94,8 +130,16 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
             log_prior, log_lik = log_terms(theta)
             return -(log_prior + jnp.sum(log_lik))
 
+        dim = theta_star.shape[0]
+        z = jax.random.normal(key, (num_samples, dim))
         if hessian == "full":
             precision = jax.hessian(neg_log_joint)(theta_star)
+            precision = 0.5 * (precision + precision.T)
+            chol = jnp.linalg.cholesky(precision)
+            # θ = θ* + L⁻ᵀ z has covariance L⁻ᵀ L⁻¹ = (L Lᵀ)⁻¹ = H⁻¹.
+            offsets = jax.scipy.linalg.solve_triangular(chol.T, z.T, lower=False).T
+            half_log_det = jnp.sum(jnp.log(jnp.diag(chol)))
+            ok = jnp.all(jnp.isfinite(chol))
         else:
             f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
 
@@ -103,15 +147,18 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
                 params = point if es is None else {**point, Y_ERR: es}
                 return model.likelihood.ggn_loss(f_star + jvp(theta - theta_star), f_star, ys, params)
 
-            precision = jax.hessian(neg_log_lik_linearised)(theta_star) + jax.hessian(lambda t: -log_terms(t)[0])(theta_star)
-        precision = 0.5 * (precision + precision.T)
-        chol = jnp.linalg.cholesky(precision)
-        z = jax.random.normal(key, (num_samples, theta_star.shape[0]))
-        # θ = θ* + L⁻ᵀ z has covariance L⁻ᵀ L⁻¹ = (L Lᵀ)⁻¹ = H⁻¹.
-        thetas = theta_star[None, :] + jax.scipy.linalg.solve_triangular(chol.T, z.T, lower=False).T
-        dim = theta_star.shape[0]
-        log_evidence = -neg_log_joint(theta_star) + 0.5 * dim * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
-        return precision, chol, thetas, log_evidence
+            ggn = jax.hessian(neg_log_lik_linearised)(theta_star)
+            precision = 0.5 * (ggn + ggn.T) + jnp.diag(1.0 / jnp.square(prior_std))
+            eigenvalues, vectors = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+            # (I + V Λ Vᵀ)^(-1/2) = I + V ((1 + Λ)^(-1/2) − 1) Vᵀ for orthonormal columns V, so
+            # θ = θ* + S (I + V Λ Vᵀ)^(-1/2) z has covariance S (I + S G S)⁻¹ S = H⁻¹.
+            shrink = 1.0 / jnp.sqrt(1.0 + eigenvalues) - 1.0
+            offsets = prior_std[None, :] * (z + ((z @ vectors) * shrink[None, :]) @ vectors.T)
+            half_log_det = 0.5 * jnp.sum(jnp.log1p(eigenvalues)) - jnp.sum(jnp.log(prior_std))
+            ok = jnp.all(jnp.isfinite(eigenvalues)) & jnp.all(jnp.isfinite(vectors))
+        thetas = theta_star[None, :] + offsets
+        log_evidence = -neg_log_joint(theta_star) + 0.5 * dim * jnp.log(2 * jnp.pi) - half_log_det
+        return precision, thetas, log_evidence, ok
 
     return jax.jit(run)
 
@@ -156,17 +203,15 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
 
         log Z = log p(y | θ*, σ) − Σᵢ θᵢ² / (2 c² sᵢ²) − ½ Σₖ log(1 + (c σ₀/σ)² λₖ)
 
-    with λₖ the eigenvalues of S G₀ S, computed once: no factorisation inside the optimisation,
-    and no failure where the posterior precision is nearly singular.
+    with λₖ the eigenvalues of S G₀ S (:func:`_whitened_spectrum`), computed once: no factorisation
+    inside the optimisation, and no failure where the posterior precision is nearly singular.
     """
     optimizer = optax.lbfgs()
 
     def run(theta_star, point, xs, ys, es, prior_std, h0):
         params = point if es is None else {**point, Y_ERR: es}
-        f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
-        ggn = jax.hessian(lambda t: model.likelihood.ggn_loss(f_star + jvp(t - theta_star), f_star, ys, params))(theta_star)
-        scaled = prior_std[:, None] * ggn * prior_std[None, :]
-        eigenvalues = jnp.clip(jnp.linalg.eigvalsh(0.5 * (scaled + scaled.T)), 0.0, None)
+        f_star = model.apply({**point, **unravel(theta_star)}, xs)
+        eigenvalues, _ = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
         sigma0 = point[NOISE_SITE] if learned_noise else 1.0
         ridge = jnp.sum(jnp.square(theta_star / prior_std))
 
@@ -331,14 +376,14 @@ def fit_laplace(
     key = jax.random.fold_in(_checks.as_seed_key(seed), 5)
     program = model.compiled(("laplace", hessian, selected, num_samples, x.shape[1]),
                              lambda: _laplace(model, hessian, unravel, num_samples))
-    precision, chol, thetas, log_evidence = program(theta_star, point, xs, ys, es, key)
-    if not bool(jnp.all(jnp.isfinite(chol))):
+    prior_std = _prior_stds(spec, selected)
+    precision, thetas, log_evidence, ok = program(theta_star, point, xs, ys, es, key, prior_std)
+    if not bool(ok):
         hint = ("use hessian='ggn', run the MAP longer (num_steps=...), or pick a smaller subset"
                 if hessian == "full" else
-                "the GGN is positive definite in exact arithmetic, so its factorisation failed in float precision "
-                "(a tiny noise scale or a wide prior makes it ill-conditioned): run under jax.enable_x64(True), "
-                "pick subset='last_layer', or use a tighter prior")
-        raise np.linalg.LinAlgError(f"the {hessian!r} Hessian at the MAP is not positive definite: {hint}.")
+                "its eigendecomposition did not converge (non-finite values at the MAP?): check the MAP fit, "
+                "or run under jax.enable_x64(True)")
+        raise np.linalg.LinAlgError(f"the {hessian!r} Hessian at the MAP could not be factorised: {hint}.")
     sampled = jax.vmap(unravel)(thetas)
     draws = {k: sampled[k] if k in sampled else jnp.broadcast_to(v, (num_samples,) + v.shape) for k, v in point.items()}
     info = {
