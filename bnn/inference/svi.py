@@ -102,7 +102,8 @@ def fit_svi(
         -2.19 vs -0.86 from the MAP start, at the same 5000 steps).
       init_scale: initial standard deviation of the Gaussian guides (unconstrained space);
         small, so the guide starts as a narrow cloud around its start.
-      map_options: options of the MAP fit of ``init="map"`` (see :func:`bnn.inference.optimize.fit_point`).
+      map_options: options of the MAP fit of ``init="map"`` (see :func:`bnn.inference.optimize.fit_point`);
+        it uses SVI's ``batch_size`` unless ``map_options`` sets its own.
       eval_every: steps per chunk (progress updates); default all steps in one chunk.
       progress_bar: show a progress bar.
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
@@ -141,7 +142,9 @@ def fit_svi(
         init = _checks.one_of(init, "init", INITS)
         start_from = init
         if init == "map":
-            init, map_fit = map_start(model, x, y, key, {**(map_options or {}), "mesh": mesh}, y_err)
+            # A minibatch fit's MAP start uses the same minibatches: its steps then cost what SVI's do.
+            start_options = {"mesh": mesh, "batch_size": batch_size, **(map_options or {})}
+            init, map_fit = map_start(model, x, y, key, start_options, y_err)
         else:
             init = model.initial_values(x, y, key)
     else:
