@@ -4,8 +4,10 @@ Layout of a saved fit::
 
     fit_dir/
       spec.json    format and version, method, input width, the network (MLP or
-                   Polynomial by its fields), prior, likelihood, which optional arrays
-                   exist, JSON-able entries of ``fit.info``, and the SHA-256 of arrays.npz
+                   Polynomial by its fields; any other linen or NNX module as
+                   ``{"type": "custom", "framework": "linen" | "nnx", "class": ...}``),
+                   prior, likelihood, JSON-able entries of ``fit.info``, and the
+                   SHA-256 of arrays.npz
       arrays.npz   draws/<site>            (num_draws, *shape) every latent site
                    linearize_at/<path>     Laplace's linearisation point (if any)
                    normalizer/<field>      training statistics (if normalize=True)
@@ -14,7 +16,10 @@ Layout of a saved fit::
                    info/<key>[/<field>]    array-valued info (loss trace, sample stats, ...)
 
 A loaded fit predicts identically to the one saved. A missing, truncated, altered or
-mismatched folder raises with the path and what is wrong.
+mismatched folder raises with the path and what is wrong. No code is pickled, so a custom
+network cannot be rebuilt from the folder: the caller builds it again and passes it to
+``bnn.load(path, module=...)``, which checks its parameter paths and shapes against the
+saved draws.
 
 This module knows the format only: :func:`save` writes any fit, :func:`read` returns the
 parts of a saved one (:class:`SavedFit`); :func:`bnn.load` (in :mod:`bnn.model`) rebuilds
@@ -35,11 +40,13 @@ from typing import TYPE_CHECKING, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from bnn._version import __version__
 from bnn.lifting import LiftedModel
 from bnn.likelihoods import Likelihood, likelihood_from_dict
-from bnn.nets import ACTIVATIONS, MLP, Polynomial
+from bnn.nets import MLP, Polynomial
+from bnn.nnx_bridge import NNXModule
 from bnn.predictive import Normalizer
 from bnn.priors import Prior, PriorSpec, prior_from_dict
 
@@ -51,13 +58,16 @@ VERSION = 1
 SPEC, ARRAYS = "spec.json", "arrays.npz"
 
 
+def _custom_spec(module) -> dict:
+    """A network the spec cannot rebuild: its framework and class, so ``load`` can check the one passed."""
+    if isinstance(module, NNXModule):
+        return {"type": "custom", "framework": "nnx", "class": module.class_name}
+    cls = type(module)
+    return {"type": "custom", "framework": "linen", "class": f"{cls.__module__}.{cls.__qualname__}"}
+
+
 def _network_spec(module) -> dict:
-    if type(module) is MLP:
-        if not isinstance(module.activation, str):
-            raise ValueError(
-                "only MLPs with a named activation can be saved (one of "
-                f"{sorted(ACTIVATIONS)}); this one has the callable {module.activation!r}."
-            )
+    if type(module) is MLP and isinstance(module.activation, str):
         defaults = MLP.__dataclass_fields__
         custom = (module.kernel_init is not defaults["kernel_init"].default
                   or module.bias_init is not defaults["bias_init"].default)
@@ -65,14 +75,14 @@ def _network_spec(module) -> dict:
                 "custom_initializers": bool(custom)}
     if type(module) is Polynomial:
         return {"type": "Polynomial", "degree": int(module.degree), "outputs": int(module.outputs)}
-    raise ValueError(
-        f"only bnn.MLP and bnn.Polynomial networks can be saved (their fields describe them fully); "
-        f"got {type(module).__name__}. Save fit.draws yourself for other modules."
-    )
+    return _custom_spec(module)
 
 
-def _network(spec: dict):
+def _network(spec: dict, module=None, path: Path | None = None):
+    """The network of a saved ``spec``; ``module`` (if given) replaces it and is checked by the caller."""
     kind = spec.get("type")
+    if module is not None:
+        return module
     if kind == "MLP":
         if spec.get("custom_initializers"):
             warnings.warn(
@@ -84,6 +94,12 @@ def _network(spec: dict):
         return MLP(features=tuple(spec["features"]), activation=spec["activation"])
     if kind == "Polynomial":
         return Polynomial(degree=spec["degree"], outputs=spec["outputs"])
+    if kind == "custom":
+        raise ValueError(
+            f"the fit in {str(path)!r} was saved from a custom {spec.get('framework')} network "
+            f"{spec.get('class')!r}, which a saved fit cannot rebuild (no code is pickled): build that "
+            "network again and pass it, bnn.load(path, module=network)."
+        )
     raise ValueError(f"unknown network type {kind!r} in the saved spec.")
 
 
@@ -145,7 +161,6 @@ def save(fit: Fit, path, overwrite: bool = False) -> Path:
 
     Raises:
       FileExistsError: ``path`` exists and is not empty, unless ``overwrite=True``.
-      ValueError: the network cannot be described by its fields (see :func:`_network_spec`).
     """
     if not all(hasattr(fit, a) for a in ("model", "draws", "method", "info")):
         raise TypeError(f"`fit` must be a bnn.Fit; got {type(fit).__name__}.")
@@ -224,7 +239,7 @@ class SavedFit(NamedTuple):
     ``{site: (num_draws, *shape)}``).
     """
 
-    module: nn.Module
+    module: nn.Module | nnx.Module | NNXModule
     prior: PriorSpec
     likelihood: Likelihood
     matmul_precision: str
@@ -238,22 +253,39 @@ class SavedFit(NamedTuple):
     y_err: np.ndarray | None
 
 
-def read(path) -> SavedFit:
+def read(path, module=None) -> SavedFit:
     """Read the parts of a fit written by :func:`save` (``bnn.load`` builds the fit from them).
+
+    Args:
+      path: the folder.
+      module: the network (a ``flax.linen.Module`` or ``flax.nnx.Module``), required when the
+        spec names a custom one, optional otherwise; it replaces the saved description and
+        must have the saved parameter paths and shapes.
 
     Raises:
       FileNotFoundError: the folder, spec.json or arrays.npz is missing.
       ValueError: a corrupt file (invalid JSON, checksum mismatch), an unknown format
-        version, or draws whose shapes do not match the rebuilt network ("mismatched").
+        version, a custom network without ``module``, or draws whose shapes do not match
+        the (rebuilt or given) network ("mismatched").
     """
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{str(path)!r} is not a folder holding a saved bnn fit.")
     spec = _read_spec(path)
     arrays = _read_arrays(path, spec.get("arrays_sha256", ""))
-    module, prior, likelihood = _network(spec["network"]), _prior(spec["prior"]), likelihood_from_dict(spec["likelihood"])
+    given = module
+    module = _network(spec["network"], module, path)
+    prior, likelihood = _prior(spec["prior"]), likelihood_from_dict(spec["likelihood"])
     num_features = int(spec["num_features"])
-    paths_shapes, latent = _expected_sites(module, prior, likelihood, num_features)
+    try:
+        paths_shapes, latent = _expected_sites(module, prior, likelihood, num_features)
+    except ValueError as err:
+        if given is None:
+            raise
+        raise ValueError(
+            f"the given `module` is mismatched with the fit in {str(path)!r} (saved with {num_features} input "
+            f"feature(s) and a {spec['network'].get('type')} network): {err}"
+        ) from None
 
     def group(prefix: str) -> dict:
         return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
@@ -262,9 +294,10 @@ def read(path) -> SavedFit:
     wrong = {k: (tuple(draws[k].shape[1:]) if k in draws else None, s) for k, s in paths_shapes.items()
              if k not in draws or tuple(draws[k].shape[1:]) != s}
     extra = set(draws) - set(latent)
+    network = "saved" if given is None else "given"
     if wrong or extra or set(latent) - set(draws):
         raise ValueError(
-            f"the draws in {str(path / ARRAYS)!r} are mismatched with the saved network: (saved, expected) shapes "
+            f"the draws in {str(path / ARRAYS)!r} are mismatched with the {network} network: (saved, expected) shapes "
             f"{wrong}, unexpected sites {sorted(extra)}."
         )
     linearize = group("linearize_at")
@@ -286,7 +319,7 @@ def read(path) -> SavedFit:
     )
 
 
-def _expected_sites(module: nn.Module, prior: PriorSpec, likelihood: Likelihood,
+def _expected_sites(module, prior: PriorSpec, likelihood: Likelihood,
                     num_features: int) -> tuple[dict, tuple[str, ...]]:
     """``({path: shape}, latent site names)`` of the saved network."""
     lifted = LiftedModel(module, prior=prior, likelihood=likelihood)

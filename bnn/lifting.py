@@ -1,9 +1,11 @@
 """Lifting a Flax module into a NumPyro model: the layer every method builds on.
 
-:class:`LiftedModel` pairs any ``flax.linen.Module`` with a prior on its parameters and
-a likelihood. Its :meth:`LiftedModel.model` is an ordinary NumPyro model in the usual
-``model(x, y=None)`` shape: one sample site per parameter array, named by its
-dotted Flax path (``"Dense_0.kernel"``; no slashes, so ArviZ/xarray accept the
+:class:`LiftedModel` pairs any ``flax.linen.Module`` (or ``flax.nnx.Module`` instance, wrapped
+by :class:`bnn.nnx_bridge.NNXModule` into the same ``init`` / ``apply`` interface) with a
+prior on its parameters and a likelihood. Its :meth:`LiftedModel.model` is an ordinary
+NumPyro model in the usual ``model(x, y=None)`` shape: one sample site per parameter
+array, named by its dotted Flax path (``"Dense_0.kernel"``; for NNX the attribute path,
+``"linear1.kernel"``, ``"layers.0.bias"``; no slashes, so ArviZ/xarray accept the
 names), the likelihood's own sites (``"noise_scale"`` when learned), and the
 observed site ``"y"`` inside a ``"data"`` plate. Every way of fitting the network
 (MLE, MAP, NUTS, SVI, Laplace) and the prior predictive use that one function.
@@ -28,12 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from flax import traverse_util
+from flax import nnx, traverse_util
 from numpyro import handlers
 
 from bnn import _checks
 from bnn import priors as _priors
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Categorical, Gaussian, Likelihood
+from bnn.nnx_bridge import NNXModule
 
 OBS_SITE = "y"
 PLATE = "data"
@@ -79,10 +82,15 @@ class LiftedModel:
     :class:`bnn.BNN`, the user-facing subclass; inference methods need only what is here.
     """
 
-    def __init__(self, module: nn.Module, prior: _priors.PriorSpec | None = None, likelihood: Likelihood | None = None,
-                 matmul_precision: str = "highest"):
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"`module` must be a flax.linen.Module (e.g. bnn.MLP(...)); got {type(module).__name__}.")
+    def __init__(self, module: nn.Module | nnx.Module | NNXModule, prior: _priors.PriorSpec | None = None,
+                 likelihood: Likelihood | None = None, matmul_precision: str = "highest"):
+        if isinstance(module, nnx.Module):
+            module = NNXModule(module)
+        if not isinstance(module, (nn.Module, NNXModule)):
+            raise TypeError(
+                "`module` must be a flax.linen.Module (e.g. bnn.MLP(...)) or a flax.nnx.Module instance; "
+                f"got {type(module).__name__}."
+            )
         prior = _priors.Normal(1.0) if prior is None else prior
         if not isinstance(prior, (_priors.Prior, Mapping)):
             raise TypeError(
@@ -95,7 +103,8 @@ class LiftedModel:
                 "`likelihood` must be a bnn likelihood (bnn.Gaussian(), bnn.Heteroscedastic(), "
                 f"bnn.Bernoulli(), bnn.Categorical()); got {type(likelihood).__name__}."
             )
-        self.module = module
+        #: the linen module, or the NNX module wrapped as :class:`bnn.nnx_bridge.NNXModule`.
+        self.module: nn.Module | NNXModule = module
         self.prior = prior
         self.likelihood = likelihood
         self.matmul_precision = _checks.one_of(matmul_precision, "matmul_precision", MATMUL_PRECISIONS)
@@ -156,6 +165,10 @@ class LiftedModel:
         """Initial Flax variables ``{"params": ...}`` from the module's own initialisers.
 
         This is the starting point of ``fit(method="mle" | "map")`` with the same ``seed``.
+        A linen module re-runs its initialisers with the seed's key; an NNX module, which
+        holds one constructed set of weights, follows the rule of :mod:`bnn.nnx_bridge`
+        (its ``nnx.Param`` initialiser if recorded in metadata, else constant arrays kept
+        and other arrays redrawn at their constructed root-mean-square scale).
         """
         x = _checks.inputs(x)
         key = _checks.as_seed_key(seed)

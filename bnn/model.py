@@ -30,7 +30,15 @@ class BNN(LiftedModel):
 
     Args:
       module: any ``flax.linen.Module`` mapping inputs ``(n, features)`` to outputs
-        ``(n, width)``; it must keep all its variables in the ``"params"`` collection.
+        ``(n, width)``; it must keep all its variables in the ``"params"`` collection. Or a
+        ``flax.nnx.Module`` instance holding only ``nnx.Param`` state: sites are then named
+        by its attribute paths (``"linear1.kernel"``, ``"layers.0.bias"``), and, since the
+        instance holds one constructed set of weights, the seed of MLE/MAP/ensemble starts
+        keeps constant arrays (zero biases) and redraws the others at their constructed
+        root-mean-square scale, or uses an initialiser stored in a ``nnx.Param``'s metadata
+        under ``"initializer"`` (rule in :mod:`bnn.nnx_bridge`). ``model.module.variables``
+        are the constructed weights, a valid ``init_params``, and ``model.module.merge(fit.params)``
+        the fitted network as an NNX module. Load its fits with ``bnn.load(path, module=...)``.
       prior: a :class:`bnn.Normal` / :class:`bnn.FanInNormal` for every parameter, or a
         dict of parameter path / glob pattern -> prior with ``"*"`` as the default
         (see :mod:`bnn.priors`; wrong keys raise, listing the valid paths).
@@ -125,15 +133,29 @@ class BNN(LiftedModel):
         return dataclasses.replace(fit, normalizer=normalizer, data=(x, y), y_err=y_err)
 
 
-def load(path) -> Fit:
+def load(path, module=None) -> Fit:
     """Read a fit written by ``fit.save(path)``; it predicts identically to the saved one.
+
+    Args:
+      path: the folder written by ``fit.save``.
+      module: the network, built again by the caller. ``bnn.MLP`` and ``bnn.Polynomial``
+        networks are rebuilt from the saved spec, so it is optional for them; any other
+        network (a custom ``flax.linen.Module`` or a ``flax.nnx.Module``) is saved by its
+        class name only (no code is pickled) and must be passed here. Its parameter paths
+        and shapes are checked against the saved draws.
+
+    Example:
+      >>> fit = bnn.BNN(MyNNXNet(rngs=nnx.Rngs(0))).fit(x, y)
+      >>> fit.save("fit_dir")
+      >>> loaded = bnn.load("fit_dir", module=MyNNXNet(rngs=nnx.Rngs(0)))   # any seed: weights come from the file
 
     Raises:
       FileNotFoundError: the folder, spec.json or arrays.npz is missing.
       ValueError: a corrupt file (invalid JSON, checksum mismatch), an unknown format
-        version, or draws whose shapes do not match the rebuilt network ("mismatched").
+        version, a custom network saved without passing ``module``, or draws whose shapes
+        do not match the rebuilt or given network ("mismatched").
     """
-    saved = io.read(Path(path))
+    saved = io.read(Path(path), module=module)
     model = BNN(saved.module, prior=saved.prior, likelihood=saved.likelihood, matmul_precision=saved.matmul_precision)
     return Fit(
         model=model,

@@ -21,6 +21,7 @@ ORACLE_MODULES = {
     "test_metrics",
     "test_model",
     "test_normalize",
+    "test_nnx",
     "test_optimize",
     "test_priors",
     "test_properties",

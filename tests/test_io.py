@@ -106,14 +106,11 @@ def test_version_and_mismatched_network(saved):
         bnn.load(saved)
 
 
-def test_save_refuses_what_it_cannot_describe(saved, tmp_path):
+def test_save_refuses_to_overwrite_and_custom_networks_load_with_module(saved, tmp_path):
     fit = bnn.BNN(bnn.MLP((3, 1)), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=10)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         fit.save(saved)
     fit.save(saved, overwrite=True)
-    odd = bnn.BNN(bnn.MLP((3, 1), activation=lambda a: a**3), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=2)
-    with pytest.raises(ValueError, match="named activation"):
-        odd.save(tmp_path / "odd")
     import flax.linen as nn
 
     class Custom(nn.Module):
@@ -121,9 +118,19 @@ def test_save_refuses_what_it_cannot_describe(saved, tmp_path):
         def __call__(self, x):
             return nn.Dense(1)(x)
 
-    custom = bnn.BNN(Custom(), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=2)
-    with pytest.raises(ValueError, match="only bnn.MLP and bnn.Polynomial"):
-        custom.save(tmp_path / "custom")
+    cube = lambda a: a**3  # noqa: E731
+    networks = {"odd": (bnn.MLP((3, 1), activation=cube), bnn.MLP((3, 1), activation=cube)), "custom": (Custom(), Custom())}
+    for name, (net, again) in networks.items():
+        custom = bnn.BNN(net, likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=2)
+        custom.save(tmp_path / name)
+        spec = json.loads((tmp_path / name / "spec.json").read_text())
+        assert spec["network"]["type"] == "custom" and spec["network"]["framework"] == "linen"
+        assert spec["network"]["class"].endswith("MLP" if name == "odd" else "Custom")
+        with pytest.raises(ValueError, match=r"custom linen network.*bnn.load\(path, module=network\)"):
+            bnn.load(tmp_path / name)
+        _assert_same_predictions(custom, bnn.load(tmp_path / name, module=again), GRID)
+    with pytest.raises(ValueError, match="mismatched with the given network"):
+        bnn.load(tmp_path / "custom", module=bnn.MLP((2, 1)))
 
 
 def test_custom_initializers_are_flagged_on_load(tmp_path):

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bnn"
 LAYERS: list[set[str]] = [
     {"_checks", "_version"},                       # validation of user input; the version
     {"priors", "likelihoods", "nets", "datasets", "tables"},  # the model's parts; embedded data; CSV tables
-    {"lifting"},                                   # Flax module -> NumPyro model
+    {"lifting", "nnx_bridge"},                     # Flax module -> NumPyro model; NNX modules as linen
     {"predictive", "metrics"},                     # predictive distributions from draws; scores
     {"diagnostics", "io"},                         # ArviZ export, convergence; the file format
     {"fit"},                                       # Fit: one result type for every method
