@@ -190,6 +190,15 @@ def _chain_stats(samples: np.ndarray):
     return rhat, bulk, tail
 
 
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f}%" if share >= 0.01 else f"{100 * share:.2g}%"
+
+
+def _share(flags: np.ndarray) -> str:
+    """``"3 of 5000 inputs (0.06%)"`` for a boolean array over inputs (and outputs)."""
+    return f"{int(flags.sum())} of {flags.size} inputs ({_percent(flags.mean())})"
+
+
 def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_chain: int = ESS_PER_CHAIN) -> Diagnostics:
     """Judge convergence in function space: R-hat and ESS of predictions at inputs ``x``.
 
@@ -202,7 +211,7 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
 
     Returns:
       :class:`Diagnostics`; ``str()`` of it is the verdict, e.g.
-      ``"4 chains disagree at 12% of inputs (function-space R-hat > 1.01, worst 1.35)"``.
+      ``"4 chains disagree at 24 of 200 inputs (12%) (function-space R-hat > 1.01, worst 1.35)"``.
     """
     if x is None:
         if fit.data is None:
@@ -239,11 +248,11 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
     reasons = []
     if bad_rhat.any():
         reasons.append(
-            f"{chains} chains disagree at {bad_rhat.mean():.0%} of inputs (function-space R-hat > {rhat_threshold}, "
+            f"{chains} chains disagree at {_share(bad_rhat)} (function-space R-hat > {rhat_threshold}, "
             f"worst {np.nanmax(rhat):.3g})"
         )
     if low_ess.any():
-        reasons.append(f"ESS below {min_ess} at {low_ess.mean():.0%} of inputs (lowest {np.nanmin(np.minimum(bulk, tail)):.0f})")
+        reasons.append(f"ESS below {min_ess} at {_share(low_ess)} (lowest {np.nanmin(np.minimum(bulk, tail)):.0f})")
     if divergences:
         reasons.append(f"{divergences} divergent transitions")
     worst_weight = max(weight_rhat.values()) if weight_rhat else float("nan")
