@@ -249,7 +249,7 @@ def diagnose(fit: Fit, x=None, rhat_threshold: float = RHAT_THRESHOLD, ess_per_c
     if bad_rhat.any():
         reasons.append(
             f"{chains} chains disagree at {_share(bad_rhat)} (function-space R-hat > {rhat_threshold}, "
-            f"worst {np.nanmax(rhat):.3g})"
+            f"worst {np.nanmax(rhat):.4f})"
         )
     if low_ess.any():
         reasons.append(f"ESS below {min_ess} at {_share(low_ess)} (lowest {np.nanmin(np.minimum(bulk, tail)):.0f})")
