@@ -1,8 +1,9 @@
-"""Simulation-based calibration (Talts et al. 2018) of NUTS, mean-field SVI, full-rank SVI and Laplace.
+"""Simulation-based calibration (Talts et al. 2018) of NUTS, mean-field SVI, full-rank SVI, Laplace and MCLMC.
 
     python benchmarks/sbc.py                              # every method, about 13 minutes on 2 CPU cores
     python benchmarks/sbc.py --methods nuts nuts-control laplace   # or in parts: about 2 minutes
     python benchmarks/sbc.py --methods svi-normal         # about 5 minutes; then svi-fullrank (6)
+    python benchmarks/sbc.py --methods mclmc              # R calls of model.fit(method="mclmc")
     python benchmarks/sbc.py --report-only                # redraw the report from the stored ranks
 
 Model: a tanh network with one hidden layer of 3 units and one input (10 weights), Normal(0, 1)
@@ -18,7 +19,7 @@ Bonferroni-corrected over all 2K tests at a family-wise false-alarm probability 
 
 NUTS runs as one vectorised program over replications (``bnn.sbc.nuts``, NumPyro's NUTS on
 ``model.model`` with the package's default settings: target acceptance 0.8, tree depth 10,
-diagonal mass matrix); SVI and Laplace call the public ``model.fit`` once per replication with
+diagonal mass matrix); SVI, Laplace and MCLMC call the public ``model.fit`` once per replication with
 their defaults. Extra rows: NUTS on raw weights (no canonical form), a negative control (data
 simulated with noise 2σ, posterior computed with σ) and Laplace with the network itself as its
 predictive instead of the default linearised one.
@@ -55,10 +56,11 @@ METHODS = {
     "svi-fullrank": "SVI full-rank (guide='fullrank')",
     "laplace": "Laplace (GGN, linearised predictive)",
     "laplace-nn": "Laplace (GGN, network predictive)",
+    "mclmc": "MCLMC (3 chains × 33 draws)",
 }
 #: What each stored method needs to run (nuts-raw comes with nuts, laplace-nn with laplace).
-RUNS = ("nuts", "nuts-control", "svi-normal", "svi-fullrank", "laplace")
-FIGURE_METHODS = ("nuts", "nuts-control", "svi-normal", "svi-fullrank", "laplace")
+RUNS = ("nuts", "nuts-control", "svi-normal", "svi-fullrank", "laplace", "mclmc")
+FIGURE_METHODS = ("nuts", "nuts-control", "svi-normal", "svi-fullrank", "laplace", "mclmc")
 FIGURE_QUANTITIES = ("f(-1.50)", "f(+0.25)", "Dense_1.bias[0]", "Dense_1.kernel[2,0]")
 
 
@@ -80,11 +82,15 @@ def nuts_ranks(model, sims, num_draws, seed):
 
 
 def fit_loop_ranks(model, sims, num_draws, **options):
-    """Ranks from ``model.fit`` called once per replication (public API)."""
+    """Ranks from ``model.fit`` called once per replication (public API).
+
+    With ``num_chains`` in ``options`` each chain gives ``num_draws // num_chains`` draws.
+    """
     start = time.perf_counter()
     draws, f_glm = [], []
+    per_chain = num_draws // options.get("num_chains", 1)
     for r in range(len(sims.y)):
-        fit = model.fit(sims.x, sims.y[r], seed=r, num_samples=num_draws, **options)
+        fit = model.fit(sims.x, sims.y[r], seed=r, num_samples=per_chain, **options)
         draws.append({k: np.asarray(v) for k, v in fit.draws.items()})
         f_glm.append(np.asarray(fit.predict(X_TEST).samples))
     seconds = time.perf_counter() - start
@@ -117,6 +123,10 @@ def run_methods(methods, num_replications, num_draws, seed):
             own, network, seconds = fit_loop_ranks(model, sims, num_draws, method="laplace")
             results["laplace"] = (*own, seconds, "model.fit per replication (MAP + GGN)")
             results["laplace-nn"] = (*network, seconds, "the same draws; f = network at each weight draw")
+        elif method == "mclmc":
+            own, _, seconds = fit_loop_ranks(model, sims, num_draws, method="mclmc", num_chains=3)
+            results["mclmc"] = (*own, seconds, "model.fit per replication: 3 chains from MAP fits, default warm-up "
+                                "and thinning, 33 draws each")
         print(f"  done, {time.perf_counter() - start:.0f} s since start", flush=True)
     return results
 
