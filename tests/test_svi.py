@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import pytest
 
 import bnn
 
@@ -44,3 +45,59 @@ def test_other_settings_compile_their_own_programs():
     model.fit(x, y, method="svi", num_steps=20, num_samples=5, batch_size=10)
     model.fit(x, y, method="svi", num_steps=30, num_samples=5)  # another schedule length
     assert len(_svi_programs(model)) == 4
+
+
+def _svi_step_benchmark():
+    """``benchmarks/svi_step.py`` as a module (the benchmarks folder is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "svi_step.py"
+    spec = importlib.util.spec_from_file_location("svi_step_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_hand_written_step_of_the_benchmark_optimises_bnns_objective():
+    """The per-step benchmark compares like with like: the same negative ELBO for the same guide and draw."""
+    import jax
+    import jax.numpy as jnp
+
+    bench = _svi_step_benchmark()
+    x, y = bench.make_data(200, 3)
+    model = bench.make_model((8, 8, 1))
+    shapes = bench.site_shapes(model, 3)
+    assert set(shapes) == set(model.latent_sites(3))
+    values = model.initial_values(x, y, jax.random.PRNGKey(0))
+    xs, ys = jnp.asarray(x), jnp.asarray(y)
+    idx = jax.random.randint(jax.random.PRNGKey(1), (16,), 0, 200)
+    # compiled once each (op by op, NumPyro's guide set-up alone compiles hundreds of small programs)
+    hand_fn = jax.jit(lambda params, eps: bench.hand_negative_elbo(model.module, 200, params, eps, xs[idx], ys[idx]))
+    bnn_fn = jax.jit(lambda params, eps: bench.bnn_negative_elbo(model, params, eps, xs, ys, idx))
+    for trial in range(3):
+        k_eps, k_loc, k_rho = jax.random.split(jax.random.PRNGKey(10 + trial), 3)
+        params = bench.hand_svi_init(values)
+        if trial:  # away from the start: other means, wider and unequal scales
+            params = {
+                "loc": {k: v + 0.3 * jax.random.normal(jax.random.fold_in(k_loc, i), jnp.shape(v))
+                        for i, (k, v) in enumerate(params["loc"].items())},
+                "rho": {k: v + 3.0 + jax.random.normal(jax.random.fold_in(k_rho, i), jnp.shape(v))
+                        for i, (k, v) in enumerate(params["rho"].items())},
+            }
+        eps = bench.draw_eps(k_eps, shapes)
+        hand, ours = hand_fn(params, eps), bnn_fn(params, eps)
+        np.testing.assert_allclose(float(ours), float(hand), rtol=2e-5)
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_in_fast_mode(tmp_path):
+    """``benchmarks/svi_step.py --fast`` measures every column and writes no report."""
+    bench = _svi_step_benchmark()
+    out = tmp_path / "report.md"
+    results = bench.main(["--fast", "--out", str(out)])
+    assert not out.exists()
+    (result,) = results.values()
+    assert set(result["per_step_us"]) == {"hand_svi", "bnn_svi", "hand_map", "bnn_map"}
+    assert all(np.isfinite(v) for v in result["per_step_us"].values())
+    assert np.isfinite(result["ratio"]) and result["bnn_svi_fit_s"] > 0

@@ -34,6 +34,7 @@ from bnn.inference._loop import (
     draw_batch,
     loss_settled,
     make_optimizer,
+    optimizer_key,
     resolve_mesh,
     run_in_chunks,
     shard_rows,
@@ -57,6 +58,23 @@ def make_guide(kind: str, model_fn, init_values: dict, init_scale: float, rank: 
     if kind == "fullrank":
         return autoguide.AutoMultivariateNormal(model_fn, init_loc_fn=init_loc_fn, init_scale=init_scale)
     return autoguide.AutoDelta(model_fn, init_loc_fn=init_loc_fn)
+
+
+def minibatch_model(model: LiftedModel):
+    """The NumPyro model that SVI fits: ``fn(x, y, idx=None, y_err=None)``.
+
+    With row indices ``idx`` the model sees those rows of the data (substituted into its
+    ``"data"`` plate), whose log-likelihood NumPyro scales by ``len(x) / len(idx)``; without,
+    the full batch.
+    """
+
+    def batched_model(x, y, idx=None, y_err=None):
+        if idx is None:
+            return model.model(x, y, y_err=y_err)
+        with handlers.substitute(data={PLATE: idx}):
+            return model.model(x, y, batch_size=idx.shape[0], y_err=y_err)
+
+    return batched_model
 
 
 def fit_svi(
@@ -153,25 +171,32 @@ def fit_svi(
     if map_options is not None and start_from != "map":
         raise ValueError(f"`map_options` apply to init='map' only; got init={start_from!r}.")
 
-    def batched_model(x, y, idx=None, y_err=None):
-        if idx is None:
-            return model.model(x, y, y_err=y_err)
-        with handlers.substitute(data={PLATE: idx}):
-            return model.model(x, y, batch_size=idx.shape[0], y_err=y_err)
-
+    batched_model = minibatch_model(model)
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     xs, ys, es = shard_rows((xs, ys, es), mesh, n)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
-    init_batch = draw_batch(key_init, n, batch_size)
 
     def make_svi(values):
         guide_obj = make_guide(guide, batched_model, values, init_scale, rank)
         return guide_obj, SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
 
     def build():
-        """The jitted step loop and posterior sampler, compiled once per model and settings."""
+        """The jitted programs of a fit, compiled once per model and settings.
+
+        ``init_state(values, key, xs, ys, es)``: the SVI state of a guide started at ``values``;
+        ``scan_chunk(state, keys, xs, ys, es)``: one SVI step per key;
+        ``finish(key, state, num)``: the guide's parameters and ``num`` posterior draws.
+        """
         guide_obj, svi = make_svi(init)
-        svi.init(key_init, xs, ys, init_batch, es)  # sets up the guide's prototype
+        svi.init(key_init, xs, ys, draw_batch(key_init, n, batch_size), es)  # sets up the guide's prototype
+
+        @jax.jit
+        def init_state(values, key, xs, ys, es):
+            # A guide of the same structure started at this fit's values, traced once: NumPyro's
+            # set-up of a guide (tracing the model, checking the start's log density and its
+            # gradient) runs op by op when not compiled, which costs far more than a short fit.
+            _, fresh = make_svi(values)
+            return fresh.init(key, xs, ys, draw_batch(key, n, batch_size), es)
 
         @jax.jit
         def scan_chunk(state, keys, xs, ys, es):
@@ -182,26 +207,25 @@ def fit_svi(
             return jax.lax.scan(step, state, keys)
 
         @functools.partial(jax.jit, static_argnums=2)
-        def sample(key, params, num):
+        def finish(key, state, num):
+            params = svi.get_params(state)
             with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
-                return guide_obj.sample_posterior(key, params, sample_shape=(num,))
+                return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
 
-        return scan_chunk, sample
+        return init_state, scan_chunk, finish
 
-    settings = ("svi", guide, optimizer, n, x.shape[1], batch_size, num_particles, init_scale, rank, y_err is None)
-    scan_chunk, sample = model.compiled(settings, build)
-    # A guide of the same structure started at this fit's values: its state runs through the
-    # cached programs (they read the guide's parameters from the state, never its start).
-    _, svi = make_svi(init)
-    state = svi.init(key_init, xs, ys, init_batch, es)
+    settings = ("svi", guide, optimizer_key(optimizer), n, x.shape[1], batch_size, num_particles, init_scale, rank,
+                y_err is None)
+    init_state, scan_chunk, finish = model.compiled(settings, build)
+    # the cached programs read the guide's parameters from the state, never the start they were built with
+    state = init_state(init, key_init, xs, ys, es)
 
     chunk = chunk_length(eval_every, num_steps, progress_bar)
     state, losses, done = run_in_chunks(
         lambda s, keys: scan_chunk(s, keys, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
     )
-    params = svi.get_params(state)
+    params, posterior = finish(key_post, state, num_samples)
     latent = model.latent_sites(x.shape[1])
-    posterior = sample(key_post, params, num_samples)
     draws = {k: jnp.asarray(posterior[k]) for k in latent}
     info = {
         "loss": losses,
