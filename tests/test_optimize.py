@@ -212,3 +212,20 @@ def test_custom_flax_module_is_liftable():
     xs, ys = x.astype(np.float64), y.astype(np.float64)
     exact = float((xs**2 * ys).sum() / ((xs**4).sum() + 0.1**2 / 10.0**2))
     np.testing.assert_allclose(float(fit.params["params"]["a"]), exact, rtol=1e-4)
+
+
+def test_equal_optax_optimizers_share_compiled_programs(sine_data):
+    """``optax.adam(1e-2)`` is a new object on every call; MAP and ensemble fits given equal ones
+    reuse one compiled program (and give the same result), a different rate compiles anew."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((5, 1), activation="tanh"), likelihood=bnn.Gaussian(scale=0.1))
+    first = model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(1e-2))
+    programs = len(model._compiled)
+    again = model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(1e-2))
+    assert len(model._compiled) == programs
+    np.testing.assert_array_equal(np.asarray(first.info["loss"]), np.asarray(again.info["loss"]))
+    model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
+    model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
+    assert len(model._compiled) == programs + 1
+    model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(2e-2))
+    assert len(model._compiled) == programs + 2

@@ -32,6 +32,7 @@ from bnn.inference._loop import (
     chunk_length,
     loss_settled,
     make_optimizer,
+    optimizer_key,
     resolve_mesh,
     run_in_chunks,
     shard_rows,
@@ -128,7 +129,7 @@ def fit_ensemble(
     starts = _member_starts(model, x, y, jax.random.split(key, num_members))
     u0 = {k: transforms[k].inv(v) for k, v in starts.items()}
     program = model.compiled(
-        ("ensemble", objective, optimizer, batch_size, n, num_features, num_members),
+        ("ensemble", objective, optimizer_key(optimizer), batch_size, n, num_features, num_members),
         lambda: _build_members_program(model, objective, optimizer, n, num_features, batch_size, num_members),
     )
     opt_state0 = jax.vmap(optimizer.init)(u0)

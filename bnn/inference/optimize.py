@@ -40,6 +40,7 @@ from bnn.inference._loop import (
     draw_batch,
     loss_settled,
     make_optimizer,
+    optimizer_key,
     resolve_mesh,
     run_in_chunks,
     shard_rows,
@@ -195,7 +196,7 @@ def fit_point(
     init = model.initial_values(x, y, key, init_params)
     u0 = {k: transforms[k].inv(v) for k, v in init.items()}
     scan_chunk = model.compiled(
-        ("point", method, optimizer, batch_size, n, num_features),
+        ("point", method, optimizer_key(optimizer), batch_size, n, num_features),
         lambda: build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size),
     )
 
