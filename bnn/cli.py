@@ -68,9 +68,10 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
 - **Small tables (up to a few thousand rows): `method="mclmc"`** (BlackJAX MCLMC, chains from
   MAP fits). It tied NUTS's test log-likelihood on wine, was ahead on energy and stayed
   sound on yacht, where NUTS followed the posterior into over-fitted networks, at 2-3x less
-  time per fresh fit (most of it compilation; a repeat fit of the same shapes is ~15x faster). NUTS remains the reference where it is affordable (minutes per fit
-  on one core for 50 units and a thousand rows); `method="laplace", tune_prior=True` is the
-  robust alternative (the evidence picks the prior scale).
+  time per fresh fit (most of it compilation; a repeat fit of the same shapes is ~15x
+  faster). NUTS remains the reference where it is affordable (minutes per fit on one core
+  for 50 units and a thousand rows); `method="laplace", tune_prior=True` is the robust
+  alternative (the evidence picks the prior scale).
 - **Larger tables: `method="ensemble"`** (10 MAP fits in one vectorised program, 10-50 s per
   split): it equals the published deep ensembles on kin8nm and power. On small, nearly
   noise-free tables its members can over-fit (yacht).
