@@ -149,12 +149,7 @@ def hand_svi_program(net, shapes: dict, n: int, batch_size: int, optimizer):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, x, y), loss
 
-    @jax.jit
-    def run(params, opt_state, keys, x, y):
-        (params, opt_state, _, _), losses = jax.lax.scan(step, (params, opt_state, x, y), keys)
-        return (params, opt_state), losses
-
-    return run
+    return _scanned(step)
 
 
 def hand_map_program(net, n: int, batch_size: int, optimizer):
@@ -174,10 +169,16 @@ def hand_map_program(net, n: int, batch_size: int, optimizer):
         updates, opt_state = optimizer.update(grads, opt_state, u)
         return (optax.apply_updates(u, updates), opt_state, x, y), loss
 
+    return _scanned(step)
+
+
+def _scanned(step):
+    """Jitted ``run(params, opt_state, keys, x, y) -> ((params, opt_state), losses)``: ``step`` once per key."""
+
     @jax.jit
-    def run(u, opt_state, keys, x, y):
-        (u, opt_state, _, _), losses = jax.lax.scan(step, (u, opt_state, x, y), keys)
-        return (u, opt_state), losses
+    def run(params, opt_state, keys, x, y):
+        (params, opt_state, _, _), losses = jax.lax.scan(step, (params, opt_state, x, y), keys)
+        return (params, opt_state), losses
 
     return run
 
