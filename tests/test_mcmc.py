@@ -73,6 +73,7 @@ def test_parallel_needs_devices(linear_data):
         model.fit(x, y, method="nuts", init="zeros")
 
 
+@pytest.mark.slow  # a subprocess with 4 host devices: 20 s
 def test_parallel_chains_equal_vectorized_chains(tmp_path):
     """With 4 host devices, chain_method='parallel' runs one chain per device.
 

@@ -41,6 +41,7 @@ def test_parse_splits():
 
 
 @needs_uci
+@pytest.mark.slow  # every method on one split: 20 s
 def test_one_fast_split_and_report(tmp_path):
     uci = _benchmark()
     records = [uci.run_split("yacht", method, 0, fast=True) for method in ("map", "svi-normal")]
