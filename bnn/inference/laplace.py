@@ -85,7 +85,8 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
 
 def _whitened_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es, prior_std):
     """Eigenvalues ``λ`` ``(k,)`` and eigenvectors ``V`` ``(d, k)`` of ``S G S`` (S = diag(prior_std),
-    G the GGN), with ``k = min(n · outputs, d)``; the other eigenvalues of ``S G S`` are 0.
+    G the GGN), with ``k = min(n · outputs, d)`` (the other eigenvalues of ``S G S`` are 0), and
+    the square root ``A = Λ^½ J S`` ``(n · outputs, d)`` itself.
 
     Computed from the square root ``A = Λ^½ J S`` (``G = Jᵀ Λ J``, Λ the per-row output-space
     Fisher blocks of the likelihood) by a singular value decomposition, ``S G S = Aᵀ A``, never
@@ -107,7 +108,7 @@ def _whitened_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, e
     root = jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)         # Λ^½ per row
     a = jnp.einsum("nij,njd->nid", root, jac).reshape(-1, jac.shape[-1]) * prior_std[None, :]
     _, singular, vt = jnp.linalg.svd(a, full_matrices=False)
-    return jnp.square(singular), vt.T
+    return jnp.square(singular), vt.T, a
 
 
 def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
@@ -141,15 +142,9 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
             half_log_det = jnp.sum(jnp.log(jnp.diag(chol)))
             ok = jnp.all(jnp.isfinite(chol))
         else:
-            f_star, jvp = jax.linearize(lambda t: model.apply({**point, **unravel(t)}, xs), theta_star)
-
-            def neg_log_lik_linearised(theta):
-                params = point if es is None else {**point, Y_ERR: es}
-                return model.likelihood.ggn_loss(f_star + jvp(theta - theta_star), f_star, ys, params)
-
-            ggn = jax.hessian(neg_log_lik_linearised)(theta_star)
-            precision = 0.5 * (ggn + ggn.T) + jnp.diag(1.0 / jnp.square(prior_std))
-            eigenvalues, vectors = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+            eigenvalues, vectors, root = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+            fisher_root = root / prior_std[None, :]                        # Λ^½ J: G = (Λ^½ J)ᵀ (Λ^½ J)
+            precision = fisher_root.T @ fisher_root + jnp.diag(1.0 / jnp.square(prior_std))
             # (I + V Λ Vᵀ)^(-1/2) = I + V ((1 + Λ)^(-1/2) − 1) Vᵀ for orthonormal columns V, so
             # θ = θ* + S (I + V Λ Vᵀ)^(-1/2) z has covariance S (I + S G S)⁻¹ S = H⁻¹.
             shrink = 1.0 / jnp.sqrt(1.0 + eigenvalues) - 1.0
@@ -211,7 +206,7 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
     def run(theta_star, point, xs, ys, es, prior_std, h0):
         params = point if es is None else {**point, Y_ERR: es}
         f_star = model.apply({**point, **unravel(theta_star)}, xs)
-        eigenvalues, _ = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+        eigenvalues, _, _ = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
         sigma0 = point[NOISE_SITE] if learned_noise else 1.0
         ridge = jnp.sum(jnp.square(theta_star / prior_std))
 
