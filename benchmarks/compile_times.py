@@ -52,10 +52,18 @@ def run(method: str, cache: str) -> list[float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", choices=list(OPTIONS), default=list(OPTIONS))
+    args = parser.parse_args(argv)
+    import jax  # no device is touched here: the children own the accelerator
+
+    print(f"JAX {jax.__version__}\n", flush=True)
     print("| method | first fit, no cache (s) | second fit (s) | first fit, filling the cache (s) | first fit, cache warm (s) |")
     print("|---|---|---|---|---|")
-    for method in OPTIONS:
+    for method in args.methods:
         with tempfile.TemporaryDirectory() as cache:
             cold = run(method, "")
             filling = run(method, cache)
