@@ -3,7 +3,7 @@
     python benchmarks/uci.py                                   # every data set, fast methods, all 20 splits
     python benchmarks/uci.py --splits 0-2                      # a first pass over splits 0, 1, 2
     python benchmarks/uci.py --datasets yacht energy --methods nuts --splits 0
-    python benchmarks/uci.py --report-only                     # rewrite RESULTS.md from the stored results
+    python benchmarks/uci.py --report-only                     # rewrite UCI.md from the stored results
     python benchmarks/uci.py --fast --datasets yacht --splits 0    # smoke run (tiny step counts)
 
 Protocol (Hernández-Lobato & Adams 2015; Gal & Ghahramani 2016; see the README of the data
@@ -23,7 +23,7 @@ Results are appended, one JSON line per (data set, method, split), to
 ``benchmarks/uci_results.jsonl`` as soon as each split finishes, so an interrupted run resumes
 where it stopped (finished splits with the same settings are skipped unless ``--rerun``) and
 runs over different data sets, methods or splits merge. The Markdown report (``--out``,
-default ``benchmarks/RESULTS.md``) is rewritten from every stored result after each split.
+default ``benchmarks/UCI.md``) is rewritten from every stored result after each split.
 A warning raised during a fit (an optimiser that had not settled, NUTS divergences) is
 recorded with the split, counted in the report and listed under it; an exception is recorded
 as the split's error. ``--fast`` uses tiny step counts and its own results file
@@ -53,7 +53,7 @@ import bnn
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "uci_results.jsonl"
 FAST_RESULTS = HERE / "uci_results_fast.jsonl"
-REPORT = HERE / "RESULTS.md"
+REPORT = HERE / "UCI.md"
 
 DATASETS = ("energy", "kin8nm", "naval-propulsion-plant", "power-plant", "wine-quality-red", "yacht")
 SHORT = {

@@ -60,9 +60,9 @@ def _settings(fast: bool) -> dict:
     }
 
 
-#: the recommendation of the real-data study (benchmarks/RESULTS.md), quoted in the demo report
+#: the recommendation of the real-data study (benchmarks/UCI.md), quoted in the demo report
 RECOMMENDATION = """\
-From the UCI regression benchmark (`benchmarks/RESULTS.md`: six data sets of 308 to 11 934 rows,
+From the UCI regression benchmark (`benchmarks/UCI.md`: six data sets of 308 to 11 934 rows,
 one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the published splits):
 
 - **Small tables (up to a few thousand rows): `method="mclmc"`** (BlackJAX MCLMC, chains from

@@ -1,0 +1,35 @@
+"""benchmarks/results.py: the collected RESULTS.md holds every report, headings one level down."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _results():
+    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demote_moves_headings_down_outside_code_blocks():
+    text = "# A\n\nbody # not a heading\n```\n# a comment in code\n```\n## B"
+    assert _results().demote(text) == "## A\n\nbody # not a heading\n```\n# a comment in code\n```\n### B"
+
+
+def test_build_collects_every_report_in_order_and_names_missing_ones(tmp_path):
+    results = _results()
+    names = [name for name, _, _ in results.SECTIONS]
+    for i, name in enumerate(names[:-1]):
+        (tmp_path / name).write_text(f"# Report {i}\n\n| a |\n|---|\n| {i} |\n")
+    text = results.build(tmp_path)
+    positions = [text.index(f"## Report {i}\n") for i in range(len(names) - 1)]
+    assert positions == sorted(positions)
+    assert "\n# Report" not in text
+    assert f"## {names[-1]}\n\n(not written yet: run `{results.SECTIONS[-1][1]}`)" in text
+
+
+def test_committed_results_file_is_current():
+    """RESULTS.md equals what results.py builds from the committed reports (rerun it after a benchmark)."""
+    assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == _results().build()
