@@ -11,7 +11,7 @@ user meets it, and also reported without it by timing a second call with another
 the largest function-space R-hat. Methods:
 
 * ``bnn-nuts``: ``fit(method="nuts")`` with the package defaults (chains from MAP fits,
-  target acceptance 0.95, 250 warm-up steps);
+  target acceptance 0.98, 250 warm-up steps);
 * ``numpyro-nuts``: a NumPyro model written by hand, ``NUTS`` with NumPyro's defaults and
   ``--warmup`` warm-up steps (500);
 * ``blackjax-nuts``: BlackJAX NUTS after BlackJAX's window adaptation of ``--warmup`` steps, on

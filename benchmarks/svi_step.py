@@ -263,7 +263,7 @@ CASES = {
     "[32,32,1], batch 128, N=5000": ((32, 32, 1), 5000, 128, 2000, 7),
 }
 FAST_CASES = {"[8,1], batch 16, N=200": ((8, 1), 200, 16, 100, 2)}
-# on an accelerator a step costs microseconds: longer runs, and the 10^6-row case
+# on an accelerator a step costs microseconds: longer runs, and a 10^6-row case
 GPU_CASES = {
     "[256,256,1], batch 1024, N=1000000": ((256, 256, 1), 1_000_000, 1024, 1000, 3),
     "[32,32,1], batch 128, N=5000": ((32, 32, 1), 5000, 128, 2000, 3),

@@ -31,7 +31,7 @@ EXPECTED = (
     "05_uci_regression.ipynb",
     "06_classification_and_minibatches.ipynb",
 )
-#: The issue's budget per notebook in fast mode, with room for a slower CI machine.
+#: The budget per notebook in fast mode, with room for a slower CI machine.
 FAST_BUDGET_S = 240
 
 

@@ -25,6 +25,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import potential_energy
 
 from bnn import _checks
@@ -146,9 +147,11 @@ def _build(model: LiftedModel, num_warmup: int, num_samples: int, thinning: int,
 
     def run_chain(u0, key, data):
         x, y, y_err = data
+        # one flat vector of the unconstrained sites: fewer, larger operations per step
+        u0, unravel = ravel_pytree(u0)
 
         def logdensity(u):
-            return -potential_energy(model.model, (x, y), {"y_err": y_err}, u)
+            return -potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(u))
 
         key_init, key_tune, key_sample = jax.random.split(key, 3)
         state = blackjax.mcmc.mclmc.init(position=u0, logdensity_fn=logdensity, rng_key=key_init)
@@ -188,7 +191,8 @@ def _build(model: LiftedModel, num_warmup: int, num_samples: int, thinning: int,
             return state, (state.position, energy[-1], jnp.any(bad))
 
         _, (positions, energy, bad) = jax.lax.scan(one_draw, state, jax.random.split(key_sample, num_samples))
-        return positions, {"energy_change": energy, "diverging": bad}, {"L": params.L, "step_size": params.step_size}
+        stats = {"energy_change": energy, "diverging": bad}
+        return jax.vmap(unravel)(positions), stats, {"L": params.L, "step_size": params.step_size}
 
     @jax.jit
     def run(u0, keys, data):

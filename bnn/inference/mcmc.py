@@ -21,7 +21,9 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from numpyro.infer import MCMC, NUTS
+from numpyro.infer.util import potential_energy
 
 from bnn import _checks
 from bnn.fit import Fit
@@ -58,7 +60,7 @@ def fit_nuts(
     num_samples: int = 500,
     chain_method: str | None = None,
     init="map",
-    target_accept_prob: float = 0.95,
+    target_accept_prob: float = 0.98,
     max_tree_depth: int = 10,
     dense_mass: bool = False,
     thinning: int = 1,
@@ -82,11 +84,12 @@ def fit_nuts(
         Such chains also reach sooner whatever the prior allows: on yacht, networks that
         interpolate the training rows (test log-likelihood -3.2 on average, against -0.03
         from random starts whose chains had not got there yet).
-      target_accept_prob: NUTS step-size adaptation target. The default 0.95 (NumPyro's is 0.8):
-        on BNN posteriors the trees reach the depth cap at either target (1023 leapfrog steps per
-        draw on the sine toy and the UCI networks), so a smaller step costs nothing per draw,
-        and it avoids most divergences (sine toy, 4 chains, 3 seeds: 0–3 divergent transitions
-        per fit instead of 3–20, at the same ESS of f).
+      target_accept_prob: NUTS step-size adaptation target. The default 0.98 (NumPyro's is 0.8):
+        on BNN posteriors the trees reach the depth cap at any of these targets (1023 leapfrog
+        steps per draw on the sine toy and the UCI networks), so a smaller step costs nothing per
+        draw. It shortens the trajectories a little (sine toy, 4 chains x 500 draws: min ESS of f
+        1190-1500 at 0.98, 1570-1700 at 0.95) and removes the rare divergences (none in 8 seeds at
+        0.98; 2 in one of 4 seeds at 0.95; 3-20 per fit at 0.8).
       max_tree_depth: maximum tree depth (at most 2**depth − 1 leapfrog steps per draw).
       dense_mass: adapt a dense mass matrix instead of a diagonal one.
       thinning: keep every ``thinning``-th draw.
@@ -109,11 +112,22 @@ def fit_nuts(
     chain_method = _chain_method(chain_method, num_chains)
 
     start = time.perf_counter()
-    x, y, y_err, key_run, _, unconstrained = prepare_chains(model, x, y, y_err, seed, 4, init, num_chains, map_options)
-    if num_chains == 1:
-        unconstrained = {k: v[0] for k, v in unconstrained.items()}
+    x, y, y_err, key_run, transforms, unconstrained = prepare_chains(
+        model, x, y, y_err, seed, 4, init, num_chains, map_options
+    )
+    # NUTS runs on one flat vector of the unconstrained sites: every tree-building operation
+    # (selects, momentum sums, U-turn checks) then acts on one array instead of one per
+    # weight matrix, which costs about 25 % less time per transition (sine toy, 4 chains).
+    _, unravel = ravel_pytree({k: v[0] for k, v in unconstrained.items()})
+    starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
+    data = (jnp.asarray(x), jnp.asarray(y))
+    kwargs = {"y_err": None if y_err is None else jnp.asarray(y_err)}
 
-    kernel = NUTS(model.model, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth, dense_mass=dense_mass)
+    def potential(flat):
+        return potential_energy(model.model, data, kwargs, unravel(flat))
+
+    kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                  dense_mass=dense_mass)
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -123,11 +137,10 @@ def fit_nuts(
         thinning=thinning,
         progress_bar=progress_bar,
     )
-    es = None if y_err is None else jnp.asarray(y_err)
-    mcmc.run(key_run, jnp.asarray(x), jnp.asarray(y), y_err=es, init_params=unconstrained, extra_fields=EXTRA_FIELDS)
+    mcmc.run(key_run, init_params=starts[0] if num_chains == 1 else starts, extra_fields=EXTRA_FIELDS)
     latent = model.latent_sites(x.shape[1])
-    samples = mcmc.get_samples()
-    draws = {k: samples[k] for k in latent}
+    samples = jax.vmap(unravel)(mcmc.get_samples())
+    draws = {k: transforms[k](samples[k]) for k in latent}
     extra = mcmc.get_extra_fields(group_by_chain=True)
     stats = {k.replace("adapt_state.", ""): np.asarray(v) for k, v in extra.items()}
     divergences = int(stats["diverging"].sum())
