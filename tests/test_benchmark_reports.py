@@ -1,16 +1,10 @@
 """benchmarks/results.py: the collected RESULTS.md holds every report, headings one level down."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from _scripts import ROOT, load_script
 
 
 def _results():
-    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "benchmarks" / "results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/results.py", "bench_results")
 
 
 def test_demote_moves_headings_down_outside_code_blocks():

@@ -14,12 +14,12 @@ venv's interpreter, without ``ipykernel install``.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from _scripts import load_script
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
@@ -35,14 +35,7 @@ EXPECTED = (
 FAST_BUDGET_S = 240
 
 
-def _runner():
-    spec = importlib.util.spec_from_file_location("notebook_runner", NOTEBOOK_DIR / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-run = _runner()
+run = load_script("notebooks/run.py", "notebook_runner")
 
 
 def test_kernel_is_this_interpreter():

@@ -4,6 +4,7 @@ import time
 
 import numpy as np
 import pytest
+from _scripts import load_script
 
 import bnn
 
@@ -49,14 +50,7 @@ def test_other_settings_compile_their_own_programs():
 
 def _svi_step_benchmark():
     """``benchmarks/svi_step.py`` as a module (the benchmarks folder is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "svi_step.py"
-    spec = importlib.util.spec_from_file_location("svi_step_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/svi_step.py", "svi_step_benchmark")
 
 
 def test_the_hand_written_step_of_the_benchmark_optimises_bnns_objective():

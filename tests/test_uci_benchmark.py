@@ -1,15 +1,12 @@
 """Smoke test of the UCI benchmark (benchmarks/uci.py): one split of yacht in fast mode, and its report."""
 
-import importlib.util
 import math
 import warnings
-from pathlib import Path
 
 import pytest
+from _scripts import load_script
 
 from bnn import datasets
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _uci_yacht_available() -> bool:
@@ -26,10 +23,7 @@ needs_uci = pytest.mark.skipif(
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("uci_benchmark", ROOT / "benchmarks" / "uci.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/uci.py", "uci_benchmark")
 
 
 def test_parse_splits():
