@@ -1,4 +1,4 @@
-"""benchmarks/results.py: the collected RESULTS.md holds every report, headings one level down."""
+"""The benchmark scripts' own logic: results.py collects every report into RESULTS.md; step_cost.py counts steps."""
 
 from _scripts import ROOT, load_script
 
@@ -27,3 +27,16 @@ def test_build_collects_every_report_in_order_and_names_missing_ones(tmp_path):
 def test_committed_results_file_is_current():
     """RESULTS.md equals what results.py builds from the committed reports (rerun it after a benchmark)."""
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == _results().build()
+
+
+def test_step_cost_counts_the_longest_tree_of_each_draw():
+    """Vectorised NUTS chains wait for each other: a draw costs its largest tree; MCLMC draws × thinning."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    step_cost = load_script("benchmarks/step_cost.py", "step_cost_benchmark")
+    nuts = SimpleNamespace(info={"sample_stats": {"num_steps": np.array([[3, 7, 1], [5, 2, 1]])}})
+    assert step_cost.leapfrog_steps(nuts, "nuts") == 5 + 7 + 1
+    mclmc = SimpleNamespace(info={"num_samples": 4, "thinning": 10})
+    assert step_cost.leapfrog_steps(mclmc, "mclmc") == 40
