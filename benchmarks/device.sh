@@ -2,7 +2,7 @@
 # The accelerator section of the benchmarks, as one short script: the machine, then minibatch SVI
 # step cost against hand-written (GPU cases), sampler step cost on the device and on the host CPU,
 # and first-call compile times. Each part has its own time limit; its output goes to $OUT (or ./device-out).
-#   bash benchmarks/device.sh          # about 6 minutes on one GPU
+#   bash benchmarks/device.sh          # up to 8 minutes on one GPU (the sampler part may hit its limit)
 set -u
 OUT=${OUT:-device-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
