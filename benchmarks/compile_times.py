@@ -10,6 +10,7 @@ second ``fit`` call; the first minus the second is the set-up (tracing and compi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -53,8 +54,6 @@ def run(method: str, cache: str) -> list[float]:
 
 
 def main(argv=None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", choices=list(OPTIONS), default=list(OPTIONS))
     args = parser.parse_args(argv)

@@ -5,10 +5,10 @@
 
 Problem: 455 rows × 13 features (the size of the Boston housing training split; synthetic
 rows), one hidden layer of 50 ReLU units, learned Gaussian noise, ``normalize=True``. For NUTS
-and MCLMC with 1 and 8 vectorised chains: two fits that differ only in ``num_samples`` (the
-same seed, so the shorter run is a prefix of the longer one) give the marginal cost of the
-extra draws; divided by the extra gradient steps it is the cost of one step of all chains
-together (NUTS: the sum over the extra draws of the largest tree among the chains, since
+and MCLMC with 1 and 8 vectorised chains: two fits that differ only in ``num_samples`` (same
+seed, same warm-up) give the marginal cost of the extra draws; divided by the difference of
+the two fits' gradient steps, counted from each fit's own statistics, it is the cost of one
+step of all chains together (NUTS: the sum over the extra draws of the largest tree among the chains, since
 vectorised chains wait for each other; MCLMC: draws × thinning). Compilation, warm-up and
 the MAP starts cancel in the difference (NumPyro compiles NUTS on every call; MCLMC's programs
 are compiled before the timed pair). Each line also gives the first fit's wall time.
