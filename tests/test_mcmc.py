@@ -75,6 +75,50 @@ def test_parallel_needs_devices(linear_data):
         model.fit(x, y, method="nuts", init="zeros")
 
 
+def test_repeat_fits_reuse_one_program_and_match_a_fresh_model(linear_data, capsys):
+    """The NUTS program is compiled once per model and settings: a later fit with another seed,
+    other targets and another number of draws runs on it (no new trace) and gives exactly what a
+    fresh model gives."""
+    x, y = linear_data
+    y2 = y + np.float32(0.5)
+    options = {"num_chains": 2, "num_warmup": 50, "init": "prior"}
+
+    def new_model():
+        return bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.3))
+
+    model = new_model()
+    model.fit(x, y, method="nuts", seed=0, num_samples=30, **options)
+    again = model.fit(x, y2, method="nuts", seed=1, num_samples=250, progress_bar=True, **options)
+    programs = [v for k, v in model._compiled.items() if k[0][0] == "nuts"]
+    assert len(programs) == 1 and [f._cache_size() for f in programs[0]] == [1, 1]
+    fresh = new_model().fit(x, y2, method="nuts", seed=1, num_samples=250, **options)
+    np.testing.assert_array_equal(again.draws["Dense_0.kernel"], fresh.draws["Dense_0.kernel"])
+    assert again.draws["Dense_0.kernel"].shape == (500, 3, 1)
+    # the posterior mean of the new targets (ridge solution, σ = 0.3, prior N(0, 1)); Monte Carlo
+    # error of 500 draws: posterior sd ~0.04 / sqrt(ESS ≳ 100) ≲ 0.004
+    design = np.hstack([x, np.ones((len(x), 1))]).astype(np.float64)
+    mean = np.linalg.solve(design.T @ design / 0.09 + np.eye(4), design.T @ y2[:, 0] / 0.09)
+    assert abs(float(np.mean(again.draws["Dense_0.bias"])) - mean[3]) < 0.02
+    assert "nuts: 100%" in capsys.readouterr().err  # 300 iterations in two chunks
+
+
+def test_sequential_chains_equal_vectorized_chains(linear_data):
+    """Each chain gets the same key whatever the chain method, so after a short warm-up the draws agree.
+
+    Batched and one-chain programs round differently (~1e-7); 25 iterations of ~14 leapfrog steps
+    amplify that to ~4e-7 here (the draws themselves spread by 0.27), far inside 1e-4.
+    """
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.3))
+    runs = {method: model.fit(x, y, method="nuts", seed=2, num_chains=3, num_warmup=5, num_samples=20,
+                              chain_method=method, init="prior") for method in ("sequential", "vectorized")}
+    assert runs["sequential"].info["chain_method"] == "sequential"
+    assert runs["vectorized"].info["num_divergences"] == 0
+    np.testing.assert_allclose(runs["sequential"].draws["Dense_0.kernel"], runs["vectorized"].draws["Dense_0.kernel"],
+                               atol=1e-4)
+    assert runs["sequential"].info["sample_stats"]["num_steps"].shape == (3, 20)
+
+
 @pytest.mark.slow  # a subprocess with 4 host devices: 20 s
 def test_parallel_chains_equal_vectorized_chains(tmp_path):
     """With 4 host devices, chain_method='parallel' runs one chain per device.
