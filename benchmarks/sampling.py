@@ -11,13 +11,17 @@ user meets it, and also reported without it by timing a second call with another
 the largest function-space R-hat. Methods:
 
 * ``bnn-nuts``: ``fit(method="nuts")`` with the package defaults (chains from MAP fits,
-  target acceptance 0.98, 250 warm-up steps);
+  target acceptance 0.98, 250 warm-up steps) on one model built once per process, as a script
+  fitting several seeds or folds does: its first call compiles the programs, later calls reuse
+  them;
+* ``bnn-nuts-new-model``: the same with a new ``bnn.BNN`` built for every call (everything
+  compiled again, as NumPyro's ``MCMC`` does on every call);
 * ``numpyro-nuts``: a NumPyro model written by hand, ``NUTS`` with NumPyro's defaults and
   ``--warmup`` warm-up steps (500);
 * ``blackjax-nuts``: BlackJAX NUTS after BlackJAX's window adaptation of ``--warmup`` steps, on
   the same log density;
 * ``bnn-mclmc``: ``fit(method="mclmc")`` with the package defaults (2000 tuning steps, draws
-  10 steps apart).
+  10 steps apart), on the same model as ``bnn-nuts``.
 
 Every method keeps ``--draws`` draws per chain. The seeds are the outer loop, so every method
 meets the same machine load; every ratio is against ``numpyro-nuts`` with the same seed in
@@ -128,8 +132,19 @@ def run_blackjax(x, y, grid, seed, chains, warmup, draws):
     return np.asarray(f)
 
 
-def run_bnn(method, x, y, grid, seed, chains, warmup, draws):
-    model = bnn.BNN(bnn.MLP(WIDTHS, activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
+def new_model() -> bnn.BNN:
+    return bnn.BNN(bnn.MLP(WIDTHS, activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
+
+
+_MODEL: list[bnn.BNN] = []
+
+
+def run_bnn(method, x, y, grid, seed, chains, warmup, draws, fresh=False):
+    """bnn's ``fit`` on one model built once per process (as a script fitting several seeds does),
+    or, with ``fresh``, on a model built for this call (every program compiled again)."""
+    if not _MODEL:
+        _MODEL.append(new_model())
+    model = new_model() if fresh else _MODEL[0]
     fit = model.fit(x, y, method=method, seed=seed, num_chains=chains, num_samples=draws)  # default warm-up
     return np.asarray(fit.predict(grid).samples)[..., 0].reshape(chains, draws, -1)
 
@@ -138,6 +153,7 @@ METHODS = {
     "numpyro-nuts": run_numpyro,
     "blackjax-nuts": run_blackjax,
     "bnn-nuts": lambda *a: run_bnn("nuts", *a),
+    "bnn-nuts-new-model": lambda *a: run_bnn("nuts", *a, fresh=True),
     "bnn-mclmc": lambda *a: run_bnn("mclmc", *a),
 }
 
