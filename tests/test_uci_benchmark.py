@@ -85,3 +85,15 @@ def test_one_fast_split_and_report(tmp_path):
     assert row.split("|")[2].strip() == "2"  # splits 0 and 1
     assert row.split("|")[-2].strip() == "1 / 0"  # one split warned, none failed
     assert "Yacht, MAP, split 1: UserWarning: the MAP loss had not settled (simulated)" in text
+
+
+@needs_uci
+@pytest.mark.slow  # NUTS and MCLMC compiled once each, two splits: 25 s
+def test_repeat_fits_reuse_one_model(capsys):
+    repeat = load_script("benchmarks/repeat_fits.py", "repeat_fits_benchmark")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert repeat.main(["--dataset", "yacht", "--splits", "0", "1", "--fast"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("yacht  nuts") == 2 and out.count("yacht  mclmc") == 2
+    assert "| nuts |" in out and "NUTS / MCLMC time on the later splits" in out
