@@ -180,10 +180,11 @@ def _build(model: LiftedModel, template: dict, num_warmup: int, target_accept_pr
 
     ``advance`` runs ``count`` (at most :data:`CHUNK`) NUTS iterations and returns the new state
     and, after each iteration, the flat parameter vector (``"z"``: ``(CHUNK, dim)``) and the
-    :data:`STATS` (``(CHUNK,)``; rows past ``count`` are zeros). The data are arguments, so the programs are built once per
-    model and settings and serve every later fit with data of the same shapes. NUTS is
-    NumPyro's functional ``hmc(algo="NUTS")``; warm-up and sampling are the same kernel (the
-    adaptation stops by itself after ``num_warmup`` iterations), so it is traced once.
+    :data:`STATS` (``(CHUNK,)``; rows past ``count`` are zeros). The data are arguments, so the
+    programs are built once per model and settings and serve every later fit with data of the
+    same shapes. NUTS is NumPyro's functional ``hmc(algo="NUTS")``; warm-up and sampling are the
+    same kernel (the adaptation stops by itself after ``num_warmup`` iterations), so it is
+    traced once.
     ``chain_method``: ``"vectorized"`` (``jax.vmap`` over chains), ``"parallel"`` (``jax.pmap``,
     one chain per device) or ``"sequential"`` (one chain per call).
     """
