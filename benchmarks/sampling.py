@@ -1,10 +1,13 @@
-"""Sampling efficiency on the sine toy: ESS of f(x) per second, bnn against hand-written samplers.
+"""Sampling efficiency: ESS of f(x) per second, bnn against hand-written samplers.
 
-    python benchmarks/sampling.py                 # 3 seeds, 4 chains, 500 draws each
+    python benchmarks/sampling.py                 # the sine toy, 3 seeds, 4 chains, 500 draws each
     python benchmarks/sampling.py --seeds 0 --draws 200
+    python benchmarks/sampling.py --problem energy --seeds 0   # the UCI-size problem
 
 Posterior: 40 points of x sin(5x) + N(0, 0.1²), an MLP (10, 10, 1) with tanh, Normal(0, 1) on
-every weight, σ = 0.1 known. For each method and seed: the minimum over 50 inputs on
+every weight, σ = 0.1 known. ``--problem energy``: UCI energy split 0 (691 × 8, standardised
+with the training split), (50, 1) ReLU, Normal(0, 1) weights, learned noise with a HalfNormal(1)
+prior (bnn's default), f judged at the 77 test inputs. For each method and seed: the minimum over 50 inputs on
 [-1.5, 1.5] of the bulk ESS of f(x) (NumPyro's estimator, the same for every method), divided
 by the total wall time of the call (warm-up, sampling, starts; JIT compilation included, as a
 user meets it, and also reported without it by timing a second call with another seed), plus
@@ -31,7 +34,9 @@ the same process.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from typing import NamedTuple
 
 import blackjax
 import jax
@@ -44,39 +49,72 @@ from numpyro.infer import MCMC, NUTS
 
 import bnn
 
-WIDTHS = (10, 10, 1)
-NOISE = 0.1
+
+class Problem(NamedTuple):
+    """A posterior of the benchmark: data, the inputs where f is judged, the network and the noise."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    grid: np.ndarray  # inputs at which the ESS of f(x) is computed
+    widths: tuple[int, ...]
+    activation: str  # "tanh" or "relu" (hidden layers; the output is linear)
+    noise: float | None  # known noise scale, or None: learned, HalfNormal(1) prior (bnn.Gaussian())
+
+
+def sine() -> Problem:
+    """The sine toy: 40 points of x sin(5x) + N(0, 0.1²), (10, 10, 1) tanh, σ = 0.1 known."""
+    x, y = bnn.datasets.sine(n=40, noise=0.1, seed=0)
+    grid = np.linspace(-1.5, 1.5, 50)[:, None].astype(np.float32)
+    return Problem("sine", x, y, grid, (10, 10, 1), "tanh", 0.1)
+
+
+def energy(data_dir=None) -> Problem:
+    """UCI energy, split 0 (691 rows, 8 features), standardised with the training split as
+    ``normalize=True`` does; (50, 1) ReLU, learned noise; f judged at the 77 test inputs."""
+    split = bnn.datasets.uci("energy", 0, data_dir=data_dir)
+    mx, sx = split.x_train.mean(0), split.x_train.std(0)
+    my, sy = split.y_train.mean(0), split.y_train.std(0)
+    x = ((split.x_train - mx) / sx).astype(np.float32)
+    y = ((split.y_train - my) / sy).astype(np.float32).reshape(len(x), -1)
+    grid = ((split.x_test - mx) / sx).astype(np.float32)
+    return Problem("energy", x, y, grid, (50, 1), "relu", None)
+
+
+PROBLEMS = {"sine": sine, "energy": energy}
+ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 def data():
-    x, y = bnn.datasets.sine(n=40, noise=NOISE, seed=0)
-    grid = np.linspace(-1.5, 1.5, 50)[:, None].astype(np.float32)
-    return x, y, grid
+    """The sine toy's ``(x, y, grid)``."""
+    problem = sine()
+    return problem.x, problem.y, problem.grid
 
 
-def mlp(weights: list, x):
-    """The network of the hand-written baselines: tanh hidden layers, a linear output."""
+def mlp(weights: list, x, activation: str = "tanh"):
+    """The network of the hand-written baselines: ``activation`` on hidden layers, a linear output."""
     h = x
     for i, (w, b) in enumerate(weights):
         h = h @ w + b
         if i < len(weights) - 1:
-            h = jnp.tanh(h)
+            h = ACTIVATIONS[activation](h)
     return h
 
 
-def shapes(num_features: int) -> list[tuple[tuple[int, int], tuple[int]]]:
-    sizes = (num_features,) + WIDTHS
+def shapes(problem: Problem) -> list[tuple[tuple[int, int], tuple[int]]]:
+    sizes = (problem.x.shape[1],) + problem.widths
     return [((a, b), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]
 
 
-def hand_model(x, y=None):
+def hand_model(problem: Problem, x, y=None):
     weights = []
-    for i, (ws, bs) in enumerate(shapes(x.shape[1])):
+    for i, (ws, bs) in enumerate(shapes(problem)):
         w = numpyro.sample(f"w{i}", dist.Normal(0.0, 1.0).expand(ws).to_event(2))
         b = numpyro.sample(f"b{i}", dist.Normal(0.0, 1.0).expand(bs).to_event(1))
         weights.append((w, b))
+    noise = problem.noise if problem.noise is not None else numpyro.sample("noise", dist.HalfNormal(1.0))
     with numpyro.plate("data", x.shape[0]):
-        numpyro.sample("y", dist.Normal(mlp(weights, x), NOISE).to_event(1), obs=y)
+        numpyro.sample("y", dist.Normal(mlp(weights, x, problem.activation), noise).to_event(1), obs=y)
 
 
 def _weights(sample: dict, n_layers: int) -> list:
@@ -90,33 +128,41 @@ def function_stats(f_draws: np.ndarray) -> tuple[float, float]:
     return float(np.min(ess)), float(np.max(rhat))
 
 
-def run_numpyro(x, y, grid, seed, chains, warmup, draws):
-    mcmc = MCMC(NUTS(hand_model), num_warmup=warmup, num_samples=draws, num_chains=chains,
-                chain_method="vectorized", progress_bar=False)
-    mcmc.run(jax.random.key(seed), jnp.asarray(x), jnp.asarray(y))
+def run_numpyro(problem: Problem, seed, chains, warmup, draws):
+    mcmc = MCMC(NUTS(functools.partial(hand_model, problem)), num_warmup=warmup, num_samples=draws,
+                num_chains=chains, chain_method="vectorized", progress_bar=False)
+    mcmc.run(jax.random.key(seed), jnp.asarray(problem.x), jnp.asarray(problem.y))
     samples = mcmc.get_samples(group_by_chain=True)
-    n_layers = len(WIDTHS)
-    f = jax.vmap(jax.vmap(lambda s: mlp(_weights(s, n_layers), grid)[:, 0]))(samples)
+    n_layers = len(problem.widths)
+    f = jax.vmap(jax.vmap(lambda s: mlp(_weights(s, n_layers), problem.grid, problem.activation)[:, 0]))(samples)
     return np.asarray(f)
 
 
-def run_blackjax(x, y, grid, seed, chains, warmup, draws):
-    xs, ys = jnp.asarray(x), jnp.asarray(y)
-    layer_shapes = shapes(x.shape[1])
+def run_blackjax(problem: Problem, seed, chains, warmup, draws):
+    xs, ys = jnp.asarray(problem.x), jnp.asarray(problem.y)
+    layer_shapes = shapes(problem)
     n_layers = len(layer_shapes)
 
     def logdensity(p):
-        prior = sum(jnp.sum(dist.Normal(0.0, 1.0).log_prob(v)) for v in jax.tree.leaves(p))
-        f = mlp(_weights(p, n_layers), xs)
-        return prior + jnp.sum(dist.Normal(f, NOISE).log_prob(ys))
+        weights = {k: v for k, v in p.items() if k != "log_noise"}
+        prior = sum(jnp.sum(dist.Normal(0.0, 1.0).log_prob(v)) for v in jax.tree.leaves(weights))
+        if problem.noise is None:  # the noise scale on the log scale, with its Jacobian
+            noise = jnp.exp(p["log_noise"])
+            prior = prior + dist.HalfNormal(1.0).log_prob(noise) + p["log_noise"]
+        else:
+            noise = problem.noise
+        f = mlp(_weights(p, n_layers), xs, problem.activation)
+        return prior + jnp.sum(dist.Normal(f, noise).log_prob(ys))
 
     def one_chain(key):
         k_init, k_warm, k_run = jax.random.split(key, 3)
-        keys = jax.random.split(k_init, 2 * n_layers)
+        keys = jax.random.split(k_init, 2 * n_layers + 1)
         init = {}
-        for i, (ws, bs) in enumerate(layer_shapes):  # NumPyro's default start: uniform(-2, 2)
+        for i, (ws, bs) in enumerate(layer_shapes):  # NumPyro's default start: uniform(-2, 2), unconstrained
             init[f"w{i}"] = jax.random.uniform(keys[2 * i], ws, minval=-2, maxval=2)
             init[f"b{i}"] = jax.random.uniform(keys[2 * i + 1], bs, minval=-2, maxval=2)
+        if problem.noise is None:
+            init["log_noise"] = jax.random.uniform(keys[-1], (), minval=-2, maxval=2)
         warm = blackjax.window_adaptation(blackjax.nuts, logdensity)
         (state, params), _ = warm.run(k_warm, init, num_steps=warmup)
         kernel = blackjax.nuts(logdensity, **params)
@@ -126,27 +172,30 @@ def run_blackjax(x, y, grid, seed, chains, warmup, draws):
             return state, state.position
 
         _, positions = jax.lax.scan(step, state, jax.random.split(k_run, draws))
-        return jax.vmap(lambda s: mlp(_weights(s, n_layers), jnp.asarray(grid))[:, 0])(positions)
+        grid = jnp.asarray(problem.grid)
+        return jax.vmap(lambda s: mlp(_weights(s, n_layers), grid, problem.activation)[:, 0])(positions)
 
     f = jax.jit(jax.vmap(one_chain))(jax.random.split(jax.random.key(seed), chains))
     return np.asarray(f)
 
 
-def new_model() -> bnn.BNN:
-    return bnn.BNN(bnn.MLP(WIDTHS, activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
+def new_model(problem: Problem | None = None) -> bnn.BNN:
+    problem = problem or sine()
+    likelihood = bnn.Gaussian() if problem.noise is None else bnn.Gaussian(scale=problem.noise)
+    return bnn.BNN(bnn.MLP(problem.widths, activation=problem.activation), prior=bnn.Normal(1.0), likelihood=likelihood)
 
 
 _MODEL: list[bnn.BNN] = []
 
 
-def run_bnn(method, x, y, grid, seed, chains, warmup, draws, fresh=False):
+def run_bnn(method, problem: Problem, seed, chains, warmup, draws, fresh=False):
     """bnn's ``fit`` on one model built once per process (as a script fitting several seeds does),
     or, with ``fresh``, on a model built for this call (every program compiled again)."""
     if not _MODEL:
-        _MODEL.append(new_model())
-    model = new_model() if fresh else _MODEL[0]
-    fit = model.fit(x, y, method=method, seed=seed, num_chains=chains, num_samples=draws)  # default warm-up
-    return np.asarray(fit.predict(grid).samples)[..., 0].reshape(chains, draws, -1)
+        _MODEL.append(new_model(problem))
+    model = new_model(problem) if fresh else _MODEL[0]
+    fit = model.fit(problem.x, problem.y, method=method, seed=seed, num_chains=chains, num_samples=draws)
+    return np.asarray(fit.predict(problem.grid).samples)[..., 0].reshape(chains, draws, -1)
 
 
 METHODS = {
@@ -165,14 +214,16 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--problem", choices=list(PROBLEMS), default="sine")
+    parser.add_argument("--data-dir", default=None, help="UCI data folder (energy; default as bnn.datasets.uci)")
     args = parser.parse_args(argv)
-    x, y, grid = data()
+    problem = sine() if args.problem == "sine" else energy(args.data_dir)
     rows = []
     for i, seed in enumerate(args.seeds):
         for name in args.methods:
             with np.errstate(all="ignore"):
                 start = time.perf_counter()
-                f = METHODS[name](x, y, grid, seed, args.chains, args.warmup, args.draws)
+                f = METHODS[name](problem, seed, args.chains, args.warmup, args.draws)
                 seconds = time.perf_counter() - start
             ess, rhat = function_stats(f)
             rows.append({"method": name, "seed": seed, "seconds": seconds, "ess": ess, "rhat": rhat,
