@@ -12,7 +12,8 @@ default); f judged at the 77 test inputs. For each method and seed: the minimum 
 inputs of the bulk ESS of f(x) (NumPyro's estimator, the same for every method), divided by the
 total wall time of the call (warm-up, sampling, starts; JIT compilation included, as a user
 meets it), plus the largest function-space R-hat; and, for posteriors whose chains stay in
-different modes, the ESS within chains (each chain's own ESS of f, summed over chains; minimum over inputs). Methods:
+different modes, the ESS within chains (each chain's own ESS of f, summed over chains; minimum
+over inputs). Methods:
 
 * ``bnn-nuts``: ``fit(method="nuts")`` with the package defaults (chains from MAP fits,
   target acceptance 0.98, 250 warm-up steps) on one model built once per process, as a script
@@ -84,12 +85,6 @@ def energy(data_dir=None) -> Problem:
 
 PROBLEMS = {"sine": sine, "energy": energy}
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-
-
-def data():
-    """The sine toy's ``(x, y, grid)``."""
-    problem = sine()
-    return problem.x, problem.y, problem.grid
 
 
 def mlp(weights: list, x, activation: str = "tanh"):
