@@ -128,9 +128,13 @@ def within_chain_ess(f_draws: np.ndarray) -> float:
     """Min over inputs of the sum over chains of each chain's own ESS of f (chains, draws, inputs).
 
     Where chains stay in different modes (R-hat far above 1), the cross-chain ESS says only that;
-    this one measures how fast each sampler explores the mode it is in.
+    this one measures how fast each sampler explores the mode it is in. A chain whose f did not
+    move at an input, or too short a run for the single-chain estimator, contributes 0.
     """
-    per_chain = np.stack([effective_sample_size(f_draws[c:c + 1]) for c in range(f_draws.shape[0])])
+    with np.errstate(all="ignore"):
+        per_chain = np.stack([effective_sample_size(f_draws[c:c + 1]) for c in range(f_draws.shape[0])])
+    # a chain that did not move at an input (or a run too short for the estimator) counts as 0
+    per_chain = np.clip(np.nan_to_num(per_chain, nan=0.0), 0.0, None)
     return float(np.min(per_chain.sum(axis=0)))
 
 
