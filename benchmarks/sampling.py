@@ -50,6 +50,7 @@ from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
 
 import bnn
+from bnn.predictive import Normalizer
 
 
 class Problem(NamedTuple):
@@ -75,15 +76,12 @@ def energy(data_dir=None) -> Problem:
     """UCI energy, split 0 (691 rows, 8 features), standardised with the training split as
     ``normalize=True`` does; (50, 1) ReLU, learned noise; f judged at the 77 test inputs."""
     split = bnn.datasets.uci("energy", 0, data_dir=data_dir)
-    mx, sx = split.x_train.mean(0), split.x_train.std(0)
-    my, sy = split.y_train.mean(0), split.y_train.std(0)
-    x = ((split.x_train - mx) / sx).astype(np.float32)
-    y = ((split.y_train - my) / sy).astype(np.float32).reshape(len(x), -1)
-    grid = ((split.x_test - mx) / sx).astype(np.float32)
-    return Problem("energy", x, y, grid, (50, 1), "relu", None)
+    x, y = split.x_train, split.y_train.reshape(len(split.x_train), -1)
+    normalizer = Normalizer.from_data(x, y, continuous=True)
+    return Problem("energy", normalizer.inputs(x), normalizer.targets(y), normalizer.inputs(split.x_test), (50, 1),
+                   "relu", None)
 
 
-PROBLEMS = {"sine": sine, "energy": energy}
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
@@ -224,7 +222,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--problem", choices=list(PROBLEMS), default="sine")
+    parser.add_argument("--problem", choices=("sine", "energy"), default="sine")
     parser.add_argument("--data-dir", default=None, help="UCI data folder (energy; default as bnn.datasets.uci)")
     args = parser.parse_args(argv)
     problem = sine() if args.problem == "sine" else energy(args.data_dir)
