@@ -126,10 +126,10 @@ def fit_nuts(
     x, y, y_err, key_run, transforms, unconstrained = prepare_chains(
         model, x, y, y_err, seed, 4, init, num_chains, map_options
     )
-    template = {k: v[0] for k, v in unconstrained.items()}
+    _, unravel = ravel_pytree({k: v[0] for k, v in unconstrained.items()})
     settings = ("nuts", x.shape[1], y_err is None, num_warmup, target_accept_prob, max_tree_depth, dense_mass,
                 chain_method)
-    init_fn, advance_fn = model.compiled(settings, lambda: _build(model, template, num_warmup, target_accept_prob,
+    init_fn, advance_fn = model.compiled(settings, lambda: _build(model, unravel, num_warmup, target_accept_prob,
                                                                   max_tree_depth, dense_mass, chain_method))
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
@@ -147,7 +147,6 @@ def fit_nuts(
             bar.close()
     kept = slice(num_warmup, None, thinning)  # (chains, iterations, ...) -> post-warm-up draws
     flat, stats = flat[:, kept], {k: v[:, kept] for k, v in stats.items()}
-    _, unravel = ravel_pytree(template)
     samples = jax.vmap(unravel)(jnp.asarray(flat.reshape((-1,) + flat.shape[2:])))
     latent = model.latent_sites(x.shape[1])
     draws = {k: transforms[k](samples[k]) for k in latent}
@@ -174,7 +173,7 @@ def fit_nuts(
     return Fit(model=model, method="nuts", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
 
 
-def _build(model: LiftedModel, template: dict, num_warmup: int, target_accept_prob: float, max_tree_depth: int,
+def _build(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: float, max_tree_depth: int,
            dense_mass: bool, chain_method: str):
     """The compiled programs ``init(z0, key, data) -> state`` and ``advance(state, data, count)``.
 
@@ -184,11 +183,10 @@ def _build(model: LiftedModel, template: dict, num_warmup: int, target_accept_pr
     programs are built once per model and settings and serve every later fit with data of the
     same shapes. NUTS is NumPyro's functional ``hmc(algo="NUTS")``; warm-up and sampling are the
     same kernel (the adaptation stops by itself after ``num_warmup`` iterations), so it is
-    traced once.
+    traced once. ``unravel`` maps the flat vector back to ``{site: unconstrained value}``.
     ``chain_method``: ``"vectorized"`` (``jax.vmap`` over chains), ``"parallel"`` (``jax.pmap``,
     one chain per device) or ``"sequential"`` (one chain per call).
     """
-    _, unravel = ravel_pytree(template)
     # jitted so that NumPyro's several calls of the potential trace the model once
     potential = jax.jit(lambda flat, x, y, y_err: potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(flat)))
     init_kernel, sample_kernel = hmc(potential_fn_gen=lambda x, y, y_err: functools.partial(
