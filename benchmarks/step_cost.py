@@ -8,10 +8,11 @@ rows), one hidden layer of 50 ReLU units, learned Gaussian noise, ``normalize=Tr
 and MCLMC with 1 and 8 vectorised chains: two fits that differ only in ``num_samples`` (same
 seed, same warm-up) give the marginal cost of the extra draws; divided by the difference of
 the two fits' gradient steps, counted from each fit's own statistics, it is the cost of one
-step of all chains together (NUTS: the sum over the extra draws of the largest tree among the chains, since
-vectorised chains wait for each other; MCLMC: draws × thinning). Compilation, warm-up and
-the MAP starts cancel in the difference (every program is compiled by the fits before the timed
-pair: NUTS's serves any number of draws, MCLMC's is kept per number of draws). Each line also gives the first fit's wall time.
+step of all chains together (NUTS: the sum over the extra draws of the largest tree among the
+chains, since vectorised chains wait for each other; MCLMC: draws × thinning). Compilation,
+warm-up and the MAP starts cancel in the difference (every program is compiled by the fits
+before the timed pair: NUTS's serves any number of draws, MCLMC's is kept per number of
+draws). Each line also gives the first fit's wall time.
 """
 
 from __future__ import annotations

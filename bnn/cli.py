@@ -69,8 +69,8 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
   MAP fits). It tied NUTS's test log-likelihood on wine and energy and stayed sound on
   yacht, where NUTS followed the posterior into over-fitted networks, at 1.3-2.2x less time
   per fit of a new model (most of it compilation) and 10x less when one model is fitted
-  again (energy: 6 s against 63 s per split). NUTS remains the reference where it is affordable (minutes per fit on one core
-  for 50 units and a thousand rows); `method="laplace", tune_prior=True` is the robust
+  again (energy: 6 s against 63 s per split). NUTS remains the reference where it is
+  affordable (minutes per fit on one core for 50 units and a thousand rows); `method="laplace", tune_prior=True` is the robust
   alternative (the evidence picks the prior scale).
 - **Larger tables: `method="ensemble"`** (10 MAP fits in one vectorised program, 10-50 s per
   split): it equals the published deep ensembles on kin8nm and power. On small, nearly
