@@ -173,7 +173,9 @@ class LiftedModel:
         x = _checks.inputs(x)
         key = _checks.as_seed_key(seed)
         self.spec(x.shape[1])
-        return self.module.init(key, jnp.asarray(x[:1]))
+        # one compiled program per input width: run eagerly, every initialiser op compiles on its own
+        init = self.compiled(("init_params", x.shape[1]), lambda: jax.jit(self.module.init))
+        return init(key, jnp.asarray(x[:1]))
 
     # --- the NumPyro model ---------------------------------------------------------
 
