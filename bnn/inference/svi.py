@@ -176,30 +176,37 @@ def fit_svi(
     xs, ys, es = shard_rows((xs, ys, es), mesh, n)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
 
-    def make_svi(values):
+    def make_svi(values, key, xs, ys, es):
+        """A guide started at ``values``, its SVI and that SVI's initial state.
+
+        Called inside each compiled program: setting up an autoguide (tracing the model,
+        checking the start's log density and gradient) op by op outside a program compiles
+        every operation on its own, which costs more than a short fit (4.8 s of a first fit
+        on the sine toy). Inside, the set-up is traced with the program and what a program
+        does not use of it is compiled away.
+        """
         guide_obj = make_guide(guide, batched_model, values, init_scale, rank)
-        return guide_obj, SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
+        svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
+        return guide_obj, svi, svi.init(key, xs, ys, draw_batch(key, n, batch_size), es)
 
     def build():
         """The jitted programs of a fit, compiled once per model and settings.
 
         ``init_state(values, key, xs, ys, es)``: the SVI state of a guide started at ``values``;
-        ``scan_chunk(state, keys, xs, ys, es)``: one SVI step per key;
-        ``finish(key, state, num)``: the guide's parameters and ``num`` posterior draws.
+        ``scan_chunk(state, keys, values, xs, ys, es)``: one SVI step per key;
+        ``finish(key, state, num, values, xs, ys, es)``: the guide's parameters and ``num``
+        posterior draws. ``values`` (the start) only sets up each program's guide: the steps and
+        draws read the guide's parameters from ``state``.
         """
-        guide_obj, svi = make_svi(init)
-        svi.init(key_init, xs, ys, draw_batch(key_init, n, batch_size), es)  # sets up the guide's prototype
 
         @jax.jit
         def init_state(values, key, xs, ys, es):
-            # A guide of the same structure started at this fit's values, traced once: NumPyro's
-            # set-up of a guide (tracing the model, checking the start's log density and its
-            # gradient) runs op by op when not compiled, which costs far more than a short fit.
-            _, fresh = make_svi(values)
-            return fresh.init(key, xs, ys, draw_batch(key, n, batch_size), es)
+            return make_svi(values, key, xs, ys, es)[2]
 
         @jax.jit
-        def scan_chunk(state, keys, xs, ys, es):
+        def scan_chunk(state, keys, values, xs, ys, es):
+            _, svi, _ = make_svi(values, keys[0], xs, ys, es)
+
             def step(state, step_key):
                 state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
                 return state, loss
@@ -207,7 +214,8 @@ def fit_svi(
             return jax.lax.scan(step, state, keys)
 
         @functools.partial(jax.jit, static_argnums=2)
-        def finish(key, state, num):
+        def finish(key, state, num, values, xs, ys, es):
+            guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
             params = svi.get_params(state)
             with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
                 return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
@@ -217,14 +225,13 @@ def fit_svi(
     settings = ("svi", guide, optimizer_key(optimizer), n, x.shape[1], batch_size, num_particles, init_scale, rank,
                 y_err is None)
     init_state, scan_chunk, finish = model.compiled(settings, build)
-    # the cached programs read the guide's parameters from the state, never the start they were built with
     state = init_state(init, key_init, xs, ys, es)
 
     chunk = chunk_length(eval_every, num_steps, progress_bar)
     state, losses, done = run_in_chunks(
-        lambda s, keys: scan_chunk(s, keys, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
+        lambda s, keys: scan_chunk(s, keys, init, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
     )
-    params, posterior = finish(key_post, state, num_samples)
+    params, posterior = finish(key_post, state, num_samples, init, xs, ys, es)
     latent = model.latent_sites(x.shape[1])
     draws = {k: jnp.asarray(posterior[k]) for k in latent}
     info = {
