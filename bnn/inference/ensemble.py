@@ -48,7 +48,8 @@ def _member_starts(model: LiftedModel, x: np.ndarray, y: np.ndarray, keys: jax.A
     """Starting values ``{site: (members, *shape)}``: member ``m`` = ``model.initial_values(x, y, keys[m])``."""
     one = model.initial_values(x, y, keys[0])  # checks, and the likelihood's own starting values
     first = jnp.asarray(x[:1])
-    nets = flatten_params(jax.vmap(lambda k: model.module.init(k, first))(keys))
+    init = model._module_init(x.shape[1])
+    nets = flatten_params(jax.tree.map(lambda *a: np.stack(a), *[init(k, first) for k in keys]))
     starts = {k: _checks.floats(v) for k, v in nets.items()}
     for site, value in one.items():
         if site not in starts:
