@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         diff = ll["mclmc"] - ll["nuts"]
         print(f"\nNUTS / MCLMC time on the later splits: {later['nuts'].mean() / later['mclmc'].mean():.1f}×; "
               f"test LL MCLMC − NUTS per split: {', '.join(f'{d:+.3f}' for d in diff)} "
-              f"(mean {diff.mean():+.3f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.3f})")
+              f"(mean {diff.mean():+.3f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):.3f}, median {np.median(diff):+.3f})")
     return 0
 
 
