@@ -60,6 +60,26 @@ def make_guide(kind: str, model_fn, init_values: dict, init_scale: float, rank: 
     return autoguide.AutoDelta(model_fn, init_loc_fn=init_loc_fn)
 
 
+def mean_field_draws(params: dict, transforms: dict, key, num: int) -> dict:
+    """``num`` draws ``{site: (num, *shape)}`` of a fitted mean-field guide (``AutoNormal``).
+
+    ``params``: the guide's parameters (``"{site}_auto_loc"``, ``"{site}_auto_scale"``, in
+    unconstrained space); ``transforms``: each site's map to its support. Every site's
+    standard normals come from one draw, so one random-number program is compiled instead of
+    one per site as in ``AutoNormal.sample_posterior`` (2.3 s of a first fit on the sine toy).
+    """
+    sites = sorted(transforms)
+    locs = [params[f"{site}_auto_loc"] for site in sites]
+    eps = jax.random.normal(key, (num, sum(int(np.size(loc)) for loc in locs)), jnp.result_type(*locs))
+    draws, start = {}, 0
+    for site, loc in zip(sites, locs):
+        size = int(np.size(loc))
+        scale = params[f"{site}_auto_scale"]
+        z = loc[None] + scale[None] * eps[:, start:start + size].reshape((num,) + jnp.shape(loc))
+        draws[site], start = transforms[site](z), start + size
+    return draws
+
+
 def minibatch_model(model: LiftedModel):
     """The NumPyro model that SVI fits: ``fn(x, y, idx=None, y_err=None)``.
 
@@ -217,6 +237,8 @@ def fit_svi(
         def finish(key, state, num, values, xs, ys, es):
             guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
             params = svi.get_params(state)
+            if guide == "normal":
+                return params, mean_field_draws(params, model.transforms(x.shape[1]), key, num)
             with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
                 return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
 
