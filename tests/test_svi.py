@@ -7,6 +7,7 @@ import pytest
 from _scripts import load_script
 
 import bnn
+from bnn.likelihoods import NOISE_SITE
 
 
 def _model():
@@ -110,19 +111,17 @@ def test_mean_field_draws_follow_the_fitted_guide():
     num = 4000
     fit = _model().fit(x, y, method="svi", num_steps=300, num_samples=num, seed=2)
     params = fit.info["guide_params"]
+    standardised = []
     for site, draws in fit.draws.items():
         draws = np.asarray(draws, np.float64)
-        z = np.log(draws) if site == "noise_scale" else draws
+        z = np.log(draws) if site == NOISE_SITE else draws
         loc, scale = params[f"{site}_auto_loc"], params[f"{site}_auto_scale"]
         assert z.shape == (num,) + loc.shape
         np.testing.assert_array_less(np.abs(z.mean(axis=0) - loc), 5 * scale / np.sqrt(num) + 1e-6)
         np.testing.assert_array_less(np.abs(z.std(axis=0) - scale), 5 * scale / np.sqrt(2 * num) + 1e-6)
+        standardised.append(((z - loc) / scale).reshape(num, -1))
     # every entry of every site has its own normal: the standardised draws are uncorrelated
     # (null sd of a correlation 1/sqrt(num); 5 of them over a few hundred pairs)
-    standardised = []
-    for site, draws in fit.draws.items():
-        z = np.log(np.asarray(draws, np.float64)) if site == "noise_scale" else np.asarray(draws, np.float64)
-        standardised.append(((z - params[f"{site}_auto_loc"]) / params[f"{site}_auto_scale"]).reshape(num, -1))
     corr = np.corrcoef(np.concatenate(standardised, axis=1), rowvar=False)
     off_diagonal = np.abs(corr[~np.eye(len(corr), dtype=bool)])
     assert off_diagonal.max() < 5 / np.sqrt(num), off_diagonal.max()
