@@ -25,12 +25,10 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
-from numpyro.infer.util import potential_energy
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import prepare_chains
+from bnn.inference.optimize import flat_potential, prepare_chains
 from bnn.lifting import LiftedModel
 
 #: the share of BlackJAX's tuning budget in each of its three phases (step size, then the
@@ -99,19 +97,19 @@ def fit_mclmc(
     desired_energy_var = _checks.positive_float(desired_energy_var, "desired_energy_var")
 
     start = time.perf_counter()
-    x, y, y_err, key_run, transforms, unconstrained = prepare_chains(
+    x, y, y_err, key_run, transforms, starts, unravel = prepare_chains(
         model, x, y, y_err, seed, 6, init, num_chains, map_options
     )
-    dim = sum(int(np.prod(v.shape[1:])) for v in unconstrained.values())
+    dim = int(starts.shape[1])
     if dim < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
 
     settings = ("mclmc", x.shape, y_err is None, num_warmup, num_samples, thinning, desired_energy_var,
                 bool(diagonal_preconditioning))
-    run = model.compiled(settings, lambda: _build(model, num_warmup, num_samples, thinning, desired_energy_var,
-                                                  bool(diagonal_preconditioning)))
+    run = model.compiled(settings, lambda: _build(model, unravel, num_warmup, num_samples, thinning,
+                                                  desired_energy_var, bool(diagonal_preconditioning)))
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    positions, stats, tuned = run(unconstrained, jax.random.split(key_run, num_chains), data)
+    positions, stats, tuned = run(starts, jax.random.split(key_run, num_chains), data)
 
     draws = {k: transforms[k](positions[k].reshape((num_chains * num_samples,) + positions[k].shape[2:]))
              for k in model.latent_sites(x.shape[1])}
@@ -141,22 +139,23 @@ def fit_mclmc(
     return Fit(model=model, method="mclmc", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
 
 
-def _build(model: LiftedModel, num_warmup: int, num_samples: int, thinning: int, desired_energy_var: float,
+def _build(model: LiftedModel, unravel, num_warmup: int, num_samples: int, thinning: int, desired_energy_var: float,
            diagonal_preconditioning: bool):
-    """The jitted program: tune and sample every chain, vectorised over chains."""
+    """The jitted program: tune and sample every chain, vectorised over chains.
+
+    Chains start from flat vectors ``(num_chains, dim)``; ``unravel`` maps one back to
+    ``{site: unconstrained value}`` (as from :func:`bnn.inference.optimize.prepare_chains`).
+    """
+    potential = flat_potential(model, unravel)
 
     def run_chain(u0, key, data):
-        x, y, y_err = data
-        # one flat vector of the unconstrained sites: fewer, larger operations per step
-        u0, unravel = ravel_pytree(u0)
-
         def logdensity(u):
-            return -potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(u))
+            return -potential(u, *data)
 
         key_init, key_tune, key_sample = jax.random.split(key, 3)
         state = blackjax.mcmc.mclmc.init(position=u0, logdensity_fn=logdensity, rng_key=key_init)
         kernel = blackjax.mcmc.mclmc.build_kernel(desired_energy_var=desired_energy_var)
-        dim = sum(v.size for v in jax.tree.leaves(u0))
+        dim = u0.shape[0]
         # BlackJAX starts its step size at sqrt(dim)/4, far too long for a network at its MAP
         # (the first steps overflow, every estimate gets zero weight and the step size
         # collapses to 0). From a short step the first energy errors already give the

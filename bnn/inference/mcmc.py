@@ -28,14 +28,12 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 from numpyro.infer.hmc import hmc
-from numpyro.infer.util import potential_energy
 
 from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference._loop import progress
-from bnn.inference.optimize import prepare_chains
+from bnn.inference.optimize import flat_potential, prepare_chains
 from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
@@ -123,16 +121,14 @@ def fit_nuts(
     chain_method = _chain_method(chain_method, num_chains)
 
     start = time.perf_counter()
-    x, y, y_err, key_run, transforms, unconstrained = prepare_chains(
+    x, y, y_err, key_run, transforms, starts, unravel = prepare_chains(
         model, x, y, y_err, seed, 4, init, num_chains, map_options
     )
-    _, unravel = ravel_pytree({k: v[0] for k, v in unconstrained.items()})
     settings = ("nuts", x.shape[1], y_err is None, num_warmup, target_accept_prob, max_tree_depth, dense_mass,
                 chain_method)
     init_fn, advance_fn = model.compiled(settings, lambda: _build(model, unravel, num_warmup, target_accept_prob,
                                                                   max_tree_depth, dense_mass, chain_method))
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
     keys = jax.random.split(key_run, num_chains)
     total = num_warmup + num_samples * thinning
     bar = progress(num_chains * total if chain_method == "sequential" else total, "nuts", progress_bar)
@@ -188,7 +184,7 @@ def _build(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: flo
     one chain per device) or ``"sequential"`` (one chain per call).
     """
     # jitted so that NumPyro's several calls of the potential trace the model once
-    potential = jax.jit(lambda flat, x, y, y_err: potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(flat)))
+    potential = jax.jit(flat_potential(model, unravel))
     init_kernel, sample_kernel = hmc(potential_fn_gen=lambda x, y, y_err: functools.partial(
         potential, x=x, y=y, y_err=y_err), algo="NUTS")
 

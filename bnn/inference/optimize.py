@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
+from numpyro.infer.util import potential_energy
 
 from bnn import _checks
 from bnn.fit import Fit
@@ -293,11 +295,13 @@ def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_optio
 
 
 def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_chains: int, map_options: dict | None):
-    """The common start of the samplers: checked data, the run's key and unconstrained chain starts.
+    """The common start of the samplers: checked data, the run's key and flat chain starts.
 
-    Returns ``(x, y, y_err, key_run, transforms, starts)`` with ``starts`` =
-    ``{site: (num_chains, *shape)}`` in unconstrained space (see :func:`chain_starts`);
-    ``salt`` separates the samplers' key streams.
+    Returns ``(x, y, y_err, key_run, transforms, starts, unravel)``: ``starts`` ``(num_chains,
+    dim)`` holds each chain's unconstrained sites (see :func:`chain_starts`) as one flat vector,
+    and ``unravel`` maps such a vector back to ``{site: unconstrained value}``. The samplers run
+    on the flat vector: every operation of a transition then acts on one array instead of one
+    per weight matrix. ``salt`` separates the samplers' key streams.
     """
     x, y = model.check_data(x, y)
     y_err = model.check_errors(y_err, y.shape)
@@ -307,4 +311,13 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
         map_options["y_err"] = y_err
     values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
     transforms = model.transforms(x.shape[1])
-    return x, y, y_err, key_run, transforms, {k: transforms[k].inv(v) for k, v in values.items()}
+    unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
+    _, unravel = ravel_pytree({k: v[0] for k, v in unconstrained.items()})
+    starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
+    return x, y, y_err, key_run, transforms, starts, unravel
+
+
+def flat_potential(model: LiftedModel, unravel):
+    """``(flat, x, y, y_err) -> potential energy``: the negative log joint density of the
+    model's unconstrained sites given as one flat vector (``unravel`` as from :func:`prepare_chains`)."""
+    return lambda flat, x, y, y_err: potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(flat))
