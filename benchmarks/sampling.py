@@ -131,7 +131,6 @@ def within_chain_ess(f_draws: np.ndarray) -> float:
     """
     with np.errstate(all="ignore"):
         per_chain = np.stack([effective_sample_size(f_draws[c:c + 1]) for c in range(f_draws.shape[0])])
-    # a chain that did not move at an input (or a run too short for the estimator) counts as 0
     per_chain = np.clip(np.nan_to_num(per_chain, nan=0.0), 0.0, None)
     return float(np.min(per_chain.sum(axis=0)))
 
