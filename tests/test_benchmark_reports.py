@@ -1,5 +1,8 @@
-"""The benchmark scripts' own logic: results.py collects every report into RESULTS.md; step_cost.py counts steps."""
+"""The benchmark scripts' own logic: results.py collects every report into RESULTS.md; step_cost.py counts steps;
+nuts_floor.py times its loops."""
 
+import numpy as np
+import pytest
 from _scripts import ROOT, load_script
 
 
@@ -33,10 +36,19 @@ def test_step_cost_counts_the_longest_tree_of_each_draw():
     """Vectorised NUTS chains wait for each other: a draw costs its largest tree; MCLMC draws × thinning."""
     from types import SimpleNamespace
 
-    import numpy as np
-
     step_cost = load_script("benchmarks/step_cost.py", "step_cost_benchmark")
     nuts = SimpleNamespace(info={"sample_stats": {"num_steps": np.array([[3, 7, 1], [5, 2, 1]])}})
     assert step_cost.leapfrog_steps(nuts, "nuts") == 5 + 7 + 1
     mclmc = SimpleNamespace(info={"num_samples": 4, "thinning": 10})
     assert step_cost.leapfrog_steps(mclmc, "mclmc") == 40
+
+
+
+
+@pytest.mark.slow
+def test_nuts_floor_cost_part_times_its_three_loops():
+    """``nuts_floor.py``'s cost part runs the bare leapfrog loop, the lean tree loop and bnn's NUTS."""
+    floor = load_script("benchmarks/nuts_floor.py", "bench_nuts_floor")
+    ms = floor.part_cost(0)
+    assert set(ms) == {"leapfrog", "lean", "nuts"}
+    assert all(np.isfinite(v) and v > 0 for v in ms.values()), ms
