@@ -45,6 +45,26 @@ _RESERVED = (OBS_SITE, PLATE)
 #: 1 of XLA's default 3 halves their compile time (the module's initialisers: 0.8 -> 0.48 s on
 #: the sine toy, same values to the bit), and their run time does not matter.
 RUN_ONCE = {"xla_backend_optimization_level": 1}
+
+
+def _run_once(fn):
+    """``jax.jit(fn)`` compiled with :data:`RUN_ONCE` when called at the top level.
+
+    JAX accepts compiler options on top-level programs only and refuses them with a
+    ``ValueError`` inside a user's trace (``jax.jit``, ``jax.eval_shape``); there the call is
+    traced into the enclosing program instead (an error of ``fn`` itself recurs there).
+    """
+    fast, plain = jax.jit(fn, compiler_options=RUN_ONCE), jax.jit(fn)
+
+    def call(*args):
+        try:
+            return fast(*args)
+        except ValueError:
+            return plain(*args)
+
+    return call
+
+
 #: ``jax.default_matmul_precision`` values accepted by ``matmul_precision``.
 MATMUL_PRECISIONS = ("highest", "high", "default", "float32", "tensorfloat32", "bfloat16")
 
@@ -186,7 +206,7 @@ class LiftedModel:
         programs, about 1 s of a first fit). (Vectorised over keys it compiles for longer than
         it saves over a loop of calls.)
         """
-        return self.compiled(("module_init", width), lambda: jax.jit(self.module.init, compiler_options=RUN_ONCE))
+        return self.compiled(("module_init", width), lambda: _run_once(self.module.init))
 
     # --- the NumPyro model ---------------------------------------------------------
 

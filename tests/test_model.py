@@ -142,3 +142,17 @@ def test_prior_predictive_is_reproducible_and_chunked(sine_data):
     np.testing.assert_allclose(np.asarray(a.samples), np.asarray(b.samples), rtol=1e-5, atol=1e-6)
     c = model.prior_predictive(grid, num_samples=16, seed=5)
     assert not np.allclose(np.asarray(a.samples), np.asarray(c.samples))
+
+
+def test_init_params_inside_a_users_trace_equals_the_top_level_call(sine_data):
+    """``init_params`` at the top level (its own program, compiled with ``RUN_ONCE``) and inside a
+    user's ``jax.jit`` / ``jax.eval_shape`` (traced into theirs) gives the same initial weights:
+    the same initialisers, compiled at two optimisation levels, agree to float32 rounding."""
+    x, _ = sine_data
+    model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0))
+    top = model.init_params(x, seed=3)
+    inside = jax.jit(lambda: model.init_params(x, seed=3))()
+    shapes = jax.eval_shape(lambda: model.init_params(x, seed=3))
+    for a, b, s in zip(jax.tree.leaves(top), jax.tree.leaves(inside), jax.tree.leaves(shapes)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+        assert a.shape == s.shape
