@@ -43,8 +43,6 @@ def test_step_cost_counts_the_longest_tree_of_each_draw():
     assert step_cost.leapfrog_steps(mclmc, "mclmc") == 40
 
 
-
-
 @pytest.mark.slow
 def test_nuts_floor_cost_part_times_its_three_loops():
     """``nuts_floor.py``'s cost part runs the bare leapfrog loop, the lean tree loop and bnn's NUTS."""
