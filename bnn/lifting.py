@@ -42,8 +42,8 @@ OBS_SITE = "y"
 PLATE = "data"
 _RESERVED = (OBS_SITE, PLATE)
 #: XLA options of programs that run once per fit (set-ups, not loops): LLVM optimisation level
-#: 1 of XLA's default 3 halves their compile time (the module's initialisers: 0.8 -> 0.48 s on
-#: the sine toy, same values to the bit), and their run time does not matter.
+#: 1 of XLA's default 3 halves their compile time (the module's initialisers: 0.61 -> 0.31 s in
+#: a first fit of the sine toy, same values to the bit), and their run time does not matter.
 RUN_ONCE = {"xla_backend_optimization_level": 1}
 
 

@@ -34,7 +34,7 @@ from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference._loop import progress
 from bnn.inference.optimize import flat_potential, prepare_chains
-from bnn.lifting import RUN_ONCE, LiftedModel
+from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 #: per-draw statistics kept in ``info["sample_stats"]``
@@ -208,11 +208,10 @@ def _build(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: flo
         return jax.lax.fori_loop(0, count, body, (state, out))
 
     if chain_method == "vectorized":
-        return (jax.jit(jax.vmap(init, in_axes=(0, 0, None)), compiler_options=RUN_ONCE),
-                jax.jit(jax.vmap(advance, in_axes=(0, None, None))))
+        return jax.jit(jax.vmap(init, in_axes=(0, 0, None))), jax.jit(jax.vmap(advance, in_axes=(0, None, None)))
     if chain_method == "parallel":
         return jax.pmap(init, in_axes=(0, 0, None)), jax.pmap(advance, in_axes=(0, None, None))
-    return jax.jit(init, compiler_options=RUN_ONCE), jax.jit(advance)
+    return jax.jit(init), jax.jit(advance)
 
 
 def _run(init_fn, advance_fn, z0, key, data, total: int, bar) -> tuple[np.ndarray, dict[str, np.ndarray]]:
