@@ -57,8 +57,8 @@ class Posterior:
     def __init__(self, seed: int, model=None):
         self.problem = sampling.sine()
         self.model = model or sampling.new_model(self.problem)
-        (self.x, self.y, _, self.key, self.transforms, self.starts,
-         self.unravel) = prepare_chains(self.model, self.problem.x, self.problem.y, None, seed, 4, "map", CHAINS, None)
+        (self.x, self.y, _, self.key, self.transforms, self.starts, self.unravel) = prepare_chains(
+            self.model, self.problem.x, self.problem.y, None, seed, mcmc.KEY_SALT, "map", CHAINS, None)
         self.potential = flat_potential(self.model, self.unravel)
 
     def min_ess(self, flat: np.ndarray) -> tuple[float, float]:

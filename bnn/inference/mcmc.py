@@ -41,6 +41,8 @@ CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "step_size")
 #: NUTS iterations per call of the compiled program (the progress bar moves once per chunk)
 CHUNK = 200
+#: NUTS's ``salt`` of :func:`bnn.inference.optimize.prepare_chains` (its own key stream)
+KEY_SALT = 4
 
 
 def _chain_method(chain_method: str | None, num_chains: int) -> str:
@@ -122,7 +124,7 @@ def fit_nuts(
 
     start = time.perf_counter()
     x, y, y_err, key_run, transforms, starts, unravel = prepare_chains(
-        model, x, y, y_err, seed, 4, init, num_chains, map_options
+        model, x, y, y_err, seed, KEY_SALT, init, num_chains, map_options
     )
     settings = ("nuts", x.shape[1], y_err is None, num_warmup, target_accept_prob, max_tree_depth, dense_mass,
                 chain_method)
