@@ -28,7 +28,7 @@ from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Heteroscedastic, L
 from bnn.model import BNN, load  # noqa: E402
 from bnn.nets import MLP, Polynomial  # noqa: E402
 from bnn.predictive import Normalizer, Predictions  # noqa: E402
-from bnn.priors import FanInNormal, Normal, Prior, prior_scale_to_weight_decay, weight_decay_to_prior_scale  # noqa: E402
+from bnn.priors import FanInNormal, HalfNormal, Normal, Prior, prior_scale_to_weight_decay, weight_decay_to_prior_scale  # noqa: E402
 
 __all__ = [
     "BNN",
@@ -37,6 +37,7 @@ __all__ = [
     "Prior",
     "Normal",
     "FanInNormal",
+    "HalfNormal",
     "Likelihood",
     "Gaussian",
     "Heteroscedastic",

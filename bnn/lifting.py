@@ -79,6 +79,8 @@ class ParamSpec(NamedTuple):
       priors: path -> :class:`bnn.priors.Prior`.
       width: number of network outputs.
       out: number of target columns (classes for Categorical).
+      scales: the sampled prior scales of a hierarchical prior, ``{site: (hyperprior, paths)}``
+        (see :func:`bnn.priors.scale_groups`); empty for fixed-scale priors.
     """
 
     num_features: int
@@ -87,6 +89,11 @@ class ParamSpec(NamedTuple):
     priors: dict
     width: int
     out: int
+    scales: dict = {}
+
+    def scale_site(self) -> dict[str, str]:
+        """Parameter path -> the name of its scale site, for the paths under a hierarchical prior."""
+        return {path: site for site, (_, members) in self.scales.items() for path in members}
 
 
 def flatten_params(variables: Mapping) -> dict[str, jax.Array]:
@@ -162,7 +169,8 @@ class LiftedModel:
             )
         flat = flatten_params(variables)
         paths = tuple(flat)
-        clash = [p for p in paths if p in _RESERVED or p in self.likelihood.latent_sites()]
+        scales = _priors.scale_groups(self.prior, paths)
+        clash = [p for p in (*paths, *scales) if p in _RESERVED or p in self.likelihood.latent_sites()]
         if clash:
             raise ValueError(f"parameter path(s) {clash} clash with reserved site names {_RESERVED}.")
         out_shape = jax.eval_shape(self.module.apply, variables, dummy)
@@ -179,11 +187,18 @@ class LiftedModel:
             priors=_priors.resolve(self.prior, paths),
             width=width,
             out=self.likelihood.targets(width),
+            scales=scales,
         )
 
     def latent_sites(self, num_features: int) -> tuple[str, ...]:
-        """All latent site names of the model: network parameters, then the likelihood's."""
-        return self.spec(num_features).paths + tuple(self.likelihood.latent_sites())
+        """All latent site names of the model: network parameters, sampled prior scales, then the likelihood's."""
+        spec = self.spec(num_features)
+        return spec.paths + tuple(spec.scales) + tuple(self.likelihood.latent_sites())
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the prior has sampled scales (``bnn.Normal(scale=bnn.HalfNormal(...))``)."""
+        return _priors.is_hierarchical(self.prior)
 
     def init_params(self, x, seed=0) -> Any:
         """Initial Flax variables ``{"params": ...}`` from the module's own initialisers.
@@ -235,8 +250,11 @@ class LiftedModel:
         if y_err is not None:
             y_err = jnp.asarray(y_err)
             y_err = y_err[:, None] if y_err.ndim == 1 else y_err
+        scales = {site: numpyro.sample(site, hyper.distribution()) for site, (hyper, _) in spec.scales.items()}
+        scale_of = spec.scale_site()
         flat = {
-            path: numpyro.sample(path, spec.priors[path].distribution(shape))
+            path: numpyro.sample(path, spec.priors[path].distribution(shape, scales[scale_of[path]])
+                                 if path in scale_of else spec.priors[path].distribution(shape))
             for path, shape in zip(spec.paths, spec.shapes)
         }
         lik_params = {name: numpyro.sample(name, d) for name, d in self.likelihood.latent_sites().items()}
@@ -279,6 +297,8 @@ class LiftedModel:
         """Bijections from unconstrained space to each latent site's support."""
         spec = self.spec(num_features)
         out = {p: dist.transforms.IdentityTransform() for p in spec.paths}
+        for name, (hyper, _) in spec.scales.items():
+            out[name] = dist.transforms.biject_to(hyper.distribution().support)
         for name, d in self.likelihood.latent_sites().items():
             out[name] = dist.transforms.biject_to(d.support)
         return out
@@ -326,12 +346,14 @@ class LiftedModel:
         else:
             flat = dict(flatten_params(init_params)) if "params" in init_params else dict(init_params)
             wrong = {p: np.shape(flat[p]) for p, s in zip(spec.paths, spec.shapes) if p in flat and np.shape(flat[p]) != s}
-            if set(flat) - set(spec.paths) - set(self.likelihood.latent_sites()) or set(spec.paths) - set(flat) or wrong:
+            if (set(flat) - set(spec.paths) - set(spec.scales) - set(self.likelihood.latent_sites())
+                    or set(spec.paths) - set(flat) or wrong):
                 raise ValueError(
                     "`init_params` must hold exactly the network's parameters "
                     f"{dict(zip(spec.paths, spec.shapes))}; got {({k: np.shape(v) for k, v in flat.items()})}."
                 )
         values = {p: _checks.floats(flat[p]) for p in spec.paths}
+        values.update(self.scale_values(values, x.shape[1], given=flat))
         for name in self.likelihood.latent_sites():
             if name in flat:
                 values[name] = _checks.floats(flat[name])
@@ -340,6 +362,59 @@ class LiftedModel:
             else:  # pragma: no cover - no other likelihood sites exist yet
                 raise ValueError(f"no initial value rule for likelihood site {name!r}")
         return values
+
+    def scale_values(self, weights: Mapping[str, jax.Array], num_features: int, given: Mapping | None = None) -> dict:
+        """Starting values of the sampled prior scales: each group's root-mean-square deviation of its
+        weights from the prior's ``loc`` (at least 1e-3), unless ``given`` holds the site."""
+        spec = self.spec(num_features)
+        out = {}
+        for site, (_, members) in spec.scales.items():
+            if given is not None and site in given:
+                out[site] = _checks.floats(given[site])
+                continue
+            squares = [jnp.square(weights[p] - spec.priors[p].loc).ravel() for p in members]
+            out[site] = jnp.maximum(jnp.sqrt(jnp.mean(jnp.concatenate(squares))), 1e-3).astype(_checks.float_dtype())
+        return out
+
+    def point_model(self) -> LiftedModel:
+        """The model with every hyperprior replaced by a fixed prior scale (its own scale), for the
+        MAP fits that start a hierarchical model's chains; ``self`` when the prior has no sampled scales."""
+        if not self.hierarchical:
+            return self
+        return LiftedModel(self.module, prior=_priors.fixed_scale(self.prior), likelihood=self.likelihood,
+                           matmul_precision=self.matmul_precision)
+
+    # --- non-centred coordinates of the samplers ------------------------------------
+
+    def constrain(self, u: Mapping[str, jax.Array], num_features: int) -> tuple[dict[str, jax.Array], jax.Array]:
+        """Unconstrained sampler coordinates ``u`` -> site values, and the log-Jacobian of that map.
+
+        Every site goes through its support's bijection (:meth:`transforms`), except the weights
+        under a sampled scale, which are non-centred: ``w = loc + scale · u``, so ``u`` is a
+        standard normal under the prior whatever the scale (no funnel for the sampler).
+        """
+        spec = self.spec(num_features)
+        transforms = self.transforms(num_features)
+        scale_of = spec.scale_site()
+        values, log_det = {}, jnp.zeros(())
+        for site, value in u.items():
+            if site not in scale_of:
+                values[site] = transforms[site](value)
+                log_det = log_det + jnp.sum(transforms[site].log_abs_det_jacobian(value, values[site]))
+        for path, site in scale_of.items():
+            scale = values[site]
+            values[path] = spec.priors[path].loc + scale * u[path]
+            log_det = log_det + u[path].size * jnp.log(scale)
+        return values, log_det
+
+    def unconstrain(self, values: Mapping[str, jax.Array], num_features: int) -> dict[str, jax.Array]:
+        """Inverse of :meth:`constrain` (site values -> sampler coordinates)."""
+        spec = self.spec(num_features)
+        transforms = self.transforms(num_features)
+        scale_of = spec.scale_site()
+        u = {k: transforms[k].inv(v) for k, v in values.items() if k not in scale_of}
+        u.update({p: (values[p] - spec.priors[p].loc) / values[site] for p, site in scale_of.items()})
+        return u
 
     # --- compiled programs ---------------------------------------------------------
 

@@ -23,6 +23,8 @@ from bnn.lifting import LiftedModel
 from bnn.predictive import Normalizer, Predictions, predictions_from_draws
 
 METHODS = tuple(FITTERS)
+#: methods that optimise the weights (a hierarchical prior's scale has no mode to optimise for)
+POINT_METHODS = ("mle", "map", "ensemble", "laplace")
 
 
 class BNN(LiftedModel):
@@ -111,6 +113,12 @@ class BNN(LiftedModel):
           >>> chi2 = bnn.BNN(net, likelihood=bnn.Gaussian(scale=1.0)).fit(x, y, method="mle", y_err=sigma)
         """
         method = _checks.one_of(method, "method", METHODS)
+        if self.hierarchical and method in POINT_METHODS:
+            raise ValueError(
+                f"method={method!r} optimises the weights, and a sampled prior scale (bnn.HalfNormal hyperprior) "
+                "has no useful mode: jointly with the weights it collapses to 0. Sample it (method='nuts', 'mclmc' "
+                "or 'svi'), or use a fixed-scale prior chosen by the evidence (tune_prior=True)."
+            )
         if not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")
         x, y = self.check_data(x, y)

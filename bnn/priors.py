@@ -39,27 +39,71 @@ class Prior(abc.ABC):
 
 
 @dataclasses.dataclass(frozen=True)
+class HalfNormal:
+    """A hyperprior on a prior's scale: the scale is ``|s|`` with ``s ~ Normal(0, scale²)``.
+
+    Used as ``bnn.Normal(scale=bnn.HalfNormal(1.0))``: the prior scale of the weights is then
+    itself a sampled site (Neal's hierarchical priors; see :class:`Normal`).
+    """
+
+    scale: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", _checks.positive_float(self.scale, "HalfNormal(scale)"))
+
+    def distribution(self) -> dist.Distribution:
+        return dist.HalfNormal(_checks.floats(self.scale))
+
+    def to_dict(self) -> dict:
+        return {"type": type(self).__name__, "scale": self.scale}
+
+
+@dataclasses.dataclass(frozen=True)
 class Normal(Prior):
     """Independent ``Normal(loc, scale**2)`` on every entry.
 
     ``scale`` is a standard deviation. With ``loc=0`` the negative log density is
     ``||θ||² / (2 scale²)`` plus a constant: an L2 penalty (see
     :func:`prior_scale_to_weight_decay`).
+
+    ``scale`` may be a :class:`HalfNormal` hyperprior instead of a number: the scale is then a
+    latent site of the model, one per parameter array when the prior is given for the whole
+    network, or one per key (shared by every array the key matches) inside a prior dict; the
+    site is named ``"<path or key>.scale"`` (e.g. ``"Dense_0.kernel.scale"``, ``"*.bias.scale"``).
+    The samplers (NUTS, MCLMC) run such a model in non-centred coordinates
+    (weights = loc + scale · u with u standard normal), so the funnel between a scale and its
+    weights costs no divergences. Point methods (MLE, MAP, ensemble, Laplace) refuse it: a
+    mode over a scale and its weights jointly sits at scale → 0; choose the scale by the
+    evidence instead (``fit(..., tune_prior=True)`` with a fixed-scale prior).
     """
 
-    scale: float = 1.0
+    scale: float | HalfNormal = 1.0
     loc: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "scale", _checks.positive_float(self.scale, "Normal(scale)"))
+        if not isinstance(self.scale, HalfNormal):
+            object.__setattr__(self, "scale", _checks.positive_float(self.scale, "Normal(scale)"))
         loc = float(self.loc)
         if not math.isfinite(loc):
             raise ValueError(f"`Normal(loc)` must be finite; got {self.loc!r}.")
         object.__setattr__(self, "loc", loc)
 
-    def distribution(self, shape):
-        base = dist.Normal(_checks.floats(self.loc), _checks.floats(self.scale))
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the scale is a sampled site (a :class:`HalfNormal` hyperprior)."""
+        return isinstance(self.scale, HalfNormal)
+
+    def distribution(self, shape, scale=None):
+        """``scale``: the sampled scale (a scalar array) of a hierarchical prior; ignored otherwise."""
+        if self.hierarchical and scale is None:
+            raise ValueError("a hierarchical Normal prior needs the value of its scale site.")
+        scale = scale if self.hierarchical else _checks.floats(self.scale)
+        base = dist.Normal(_checks.floats(self.loc), scale)
         return base.expand(tuple(shape)).to_event(len(shape))
+
+    def to_dict(self) -> dict:
+        scale = self.scale.to_dict() if isinstance(self.scale, HalfNormal) else self.scale
+        return {"type": type(self).__name__, "scale": scale, "loc": self.loc}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +139,41 @@ _PRIOR_TYPES = {cls.__name__: cls for cls in (Normal, FanInNormal)}
 
 def prior_from_dict(data: Mapping) -> Prior:
     """Inverse of :meth:`Prior.to_dict` (used when loading a saved fit)."""
+    data = dict(data)
+    if isinstance(data.get("scale"), Mapping):
+        data["scale"] = _checks.from_type_dict(data["scale"], {"HalfNormal": HalfNormal}, "hyperprior")
     return _checks.from_type_dict(data, _PRIOR_TYPES, "prior")
+
+
+def is_hierarchical(spec: PriorSpec) -> bool:
+    """Whether any prior of ``spec`` has a sampled scale."""
+    priors = [spec] if isinstance(spec, Prior) else list(spec.values())
+    return any(isinstance(p, Normal) and p.hierarchical for p in priors)
+
+
+def fixed_scale(spec: PriorSpec) -> PriorSpec:
+    """``spec`` with every hyperprior replaced by its own scale as a fixed prior scale.
+
+    The point model behind the starts of a hierarchical model's chains (MAP fits need fixed scales).
+    """
+    def one(p: Prior) -> Prior:
+        return Normal(p.scale.scale, p.loc) if isinstance(p, Normal) and p.hierarchical else p
+
+    return one(spec) if isinstance(spec, Prior) else {k: one(v) for k, v in spec.items()}
+
+
+def scale_groups(spec: PriorSpec, paths: Sequence[str]) -> dict[str, tuple[HalfNormal, tuple[str, ...]]]:
+    """The scale sites of a hierarchical prior: ``{site: (hyperprior, paths sharing that scale)}``.
+
+    One site per parameter array (``"<path>.scale"``) when ``spec`` is one prior, one per key
+    (``"<key>.scale"``) when it is a dict. Empty for fixed-scale priors.
+    """
+    groups: dict[str, tuple[HalfNormal, list[str]]] = {}
+    for path, (key, prior) in _assign(spec, paths).items():
+        if isinstance(prior, Normal) and isinstance(prior.scale, HalfNormal):
+            site = f"{path if key is None else key}.scale"
+            groups.setdefault(site, (prior.scale, []))[1].append(path)
+    return {site: (hyper, tuple(members)) for site, (hyper, members) in groups.items()}
 
 
 def _listing(paths: Sequence[str]) -> str:
@@ -117,9 +195,14 @@ def resolve(spec: PriorSpec, paths: Sequence[str]) -> dict[str, Prior]:
         without a prior. The message lists the valid paths.
       TypeError: a value that is not a :class:`Prior`.
     """
+    return {path: prior for path, (_, prior) in _assign(spec, paths).items()}
+
+
+def _assign(spec: PriorSpec, paths: Sequence[str]) -> dict[str, tuple[str | None, Prior]]:
+    """:func:`resolve` with the key that gave each path its prior (``None`` for a single prior)."""
     paths = list(paths)
     if isinstance(spec, Prior):
-        return {p: spec for p in paths}
+        return {p: (None, spec) for p in paths}
     if not isinstance(spec, Mapping):
         raise TypeError(
             "`prior` must be a bnn prior (e.g. bnn.Normal(1.0)) or a dict mapping parameter "
@@ -141,11 +224,11 @@ def resolve(spec: PriorSpec, paths: Sequence[str]) -> dict[str, Prior]:
             "are allowed)."
         )
     patterns = [k for k in spec if k != "*" and k not in paths]
-    resolved: dict[str, Prior] = {}
+    resolved: dict[str, tuple[str | None, Prior]] = {}
     missing = []
     for path in paths:
         if path in spec:
-            resolved[path] = spec[path]
+            resolved[path] = (path, spec[path])
             continue
         hits = [k for k in patterns if fnmatch.fnmatchcase(path, k)]
         if len(hits) > 1:
@@ -154,9 +237,9 @@ def resolve(spec: PriorSpec, paths: Sequence[str]) -> dict[str, Prior]:
                 "Give it an exact key, or make the patterns disjoint."
             )
         if hits:
-            resolved[path] = spec[hits[0]]
+            resolved[path] = (hits[0], spec[hits[0]])
         elif "*" in spec:
-            resolved[path] = spec["*"]
+            resolved[path] = ("*", spec["*"])
         else:
             missing.append(path)
     if missing:

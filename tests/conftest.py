@@ -12,6 +12,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 #: their tolerances must come from an error argument, not from one machine's rounding.
 ORACLE_MODULES = {
     "test_conjugate",
+    "test_data_priors",
     "test_diagnostics",
     "test_fit",
     "test_float64",

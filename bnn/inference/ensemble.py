@@ -40,6 +40,8 @@ from bnn.inference._loop import (
 )
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, split_validation
 from bnn.lifting import LiftedModel, flatten_params
+from bnn.likelihoods import Gaussian
+from bnn.priors import FanInNormal
 
 OBJECTIVES = ("map", "mle")
 
@@ -57,20 +59,62 @@ def _member_starts(model: LiftedModel, x: np.ndarray, y: np.ndarray, keys: jax.A
     return starts
 
 
+def _prior_precisions(model: LiftedModel, num_features: int) -> dict[str, jax.Array]:
+    """``{path: 1 / prior variance}`` per entry of every network parameter (zero-mean Normal / FanInNormal)."""
+    spec = model.spec(num_features)
+    out = {}
+    for path, shape in zip(spec.paths, spec.shapes):
+        prior = spec.priors[path]
+        std = prior.std(shape) if isinstance(prior, FanInNormal) else prior.scale
+        out[path] = _checks.floats(1.0 / std**2)
+    return out
+
+
 def _build_members_program(model: LiftedModel, objective: str, optimizer, n: int, num_features: int,
-                           batch_size: int | None, num_members: int):
-    """``(u, opt_state, keys, data) -> ((u, opt_state), losses (steps, members))``, all members at once."""
-    chunk = build_scan_chunk(objective_fn(model, objective, num_features, n), optimizer, n, batch_size)
+                           batch_size: int | None, num_members: int, anchored: bool, perturbed: bool):
+    """``(u, opt_state, keys, data, anchors, ys) -> ((u, opt_state), losses (steps, members))``, all members
+    at once. ``anchors`` (``{path: (members, ...)}``) and per-member targets ``ys`` ``(members, n, out)`` are
+    used by anchored members only (else ``None``)."""
+    base = objective_fn(model, objective, num_features, n)
     members = jnp.arange(num_members)
+    precision = _prior_precisions(model, num_features) if anchored else {}
+
+    def member_chunk(u, opt_state, keys, data, anchor, ys):
+        loss = base
+        if anchored:
+            def loss(v, xb, yb, eb=None):
+                # −log N(θ; a, s²) = −log N(θ; 0, s²) − θ·a / s² + const: the prior re-centred at the anchor
+                pull = sum(jnp.sum(v[p] * anchor[p] * precision[p]) for p in anchor)
+                return base(v, xb, yb, eb) - pull / n
+
+        if perturbed:
+            data = (data[0], ys, data[2])
+        return build_scan_chunk(loss, optimizer, n, batch_size)(u, opt_state, keys, data)
 
     @jax.jit
-    def run(u, opt_state, keys, data):
+    def run(u, opt_state, keys, data, anchors, ys):
         # every member draws its own minibatches: fold the member index into each step's key
         member_keys = jax.vmap(lambda m: jax.vmap(lambda k: jax.random.fold_in(k, m))(keys))(members)
-        state, losses = jax.vmap(chunk, in_axes=(0, 0, 0, None))(u, opt_state, member_keys, data)
+        state, losses = jax.vmap(member_chunk, in_axes=(0, 0, 0, None, 0 if anchored else None, 0 if perturbed else None))(
+            u, opt_state, member_keys, data, anchors, ys)
         return state, losses.T
 
     return run
+
+
+def _anchors(model: LiftedModel, y: np.ndarray, y_err, num_features: int, num_members: int, key):
+    """Anchored members' prior draws ``{path: (members, ...)}`` and, for a Gaussian of known noise, their
+    targets perturbed by that noise ``(members, n, out)`` (else ``None``)."""
+    spec = model.spec(num_features)
+    key_prior, key_noise = jax.random.split(key)
+    draws = model.point_model().sample_prior(num_features, num_members, key_prior)
+    anchors = {p: draws[p] - getattr(spec.priors[p], "loc", 0.0) for p in spec.paths}  # a_m = draw − prior mean
+    likelihood = model.likelihood
+    if not (isinstance(likelihood, Gaussian) and not likelihood.learned):
+        return anchors, None
+    scale = likelihood.scale * (jnp.ones_like(jnp.asarray(y)) if y_err is None else jnp.asarray(y_err))
+    noise = jax.random.normal(key_noise, (num_members,) + y.shape, _checks.float_dtype())
+    return anchors, jnp.asarray(y)[None] + scale[None] * noise
 
 
 def fit_ensemble(
@@ -90,6 +134,7 @@ def fit_ensemble(
     progress_bar: bool = False,
     y_err=None,
     mesh=None,
+    anchored: bool = False,
 ) -> Fit:
     """Fit ``num_members`` MAP (or MLE) networks from different starts in one vectorised program.
 
@@ -105,6 +150,13 @@ def fit_ensemble(
       mesh: data parallelism: ``"all"`` (every local device) or a one-axis
         ``jax.sharding.Mesh``; the training rows are split over its devices (they must divide
         evenly) and the parameters replicated. ``None`` (default): one device.
+      anchored: randomised-MAP members (Pearce et al., 2020; Osband et al., 2018): member ``m``'s prior
+        is re-centred at its own draw ``a_m`` from the prior, ``−log N(θ; a_m, s²)``, and, for a
+        Gaussian likelihood of known noise (a fixed ``scale``, with ``y_err`` if given), it fits its
+        own targets ``y + σ ε_m``. For a linear-Gaussian model the members are then exact
+        independent posterior draws; for a network they keep the ensemble's spread from collapsing
+        where the data say little. Needs ``objective="map"`` and zero-mean-centred priors' scales
+        (Normal / FanInNormal); a learned noise is not perturbed (use ``tune_prior=True`` to fix it).
 
     Returns:
       a :class:`bnn.Fit` with ``num_members`` draws; ``info`` holds ``loss``
@@ -129,9 +181,17 @@ def fit_ensemble(
     transforms = model.transforms(num_features)
     starts = _member_starts(model, x, y, jax.random.split(key, num_members))
     u0 = {k: transforms[k].inv(v) for k, v in starts.items()}
+    if not isinstance(anchored, bool):
+        raise TypeError(f"`anchored` must be True or False; got {anchored!r}.")
+    if anchored and objective != "map":
+        raise ValueError("`anchored=True` re-centres each member's prior; it needs objective='map', got 'mle'.")
+    anchors, member_ys = _anchors(model, y, y_err, num_features, num_members, jax.random.fold_in(key, 3)) \
+        if anchored else (None, None)
     program = model.compiled(
-        ("ensemble", objective, optimizer_key(optimizer), batch_size, n, num_features, num_members),
-        lambda: _build_members_program(model, objective, optimizer, n, num_features, batch_size, num_members),
+        ("ensemble", objective, optimizer_key(optimizer), batch_size, n, num_features, num_members, anchored,
+         member_ys is not None),
+        lambda: _build_members_program(model, objective, optimizer, n, num_features, batch_size, num_members,
+                                       anchored, member_ys is not None),
     )
     opt_state0 = jax.vmap(optimizer.init)(u0)
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
@@ -142,7 +202,7 @@ def fit_ensemble(
         tracker = _BestPerMember(model, transforms, val, u0, patience)
     eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
     (u, _), losses, done = run_in_chunks(
-        lambda state, keys: program(*state, keys, data),
+        lambda state, keys: program(*state, keys, data, anchors, member_ys),
         (u0, opt_state0),
         num_steps,
         jax.random.fold_in(key, 1),
@@ -161,6 +221,7 @@ def fit_ensemble(
         "num_steps": done,
         "num_members": num_members,
         "objective": objective,
+        "anchored": anchored,
         "settled": None if None in settled else all(settled),
         "wall_time": time.perf_counter() - start,
         "num_train": n,

@@ -41,20 +41,17 @@ from __future__ import annotations
 import fnmatch
 import re
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
+from bnn.inference.evidence import prior_stds, tune, whitened_spectrum
 from bnn.inference.optimize import fit_point
 from bnn.lifting import LiftedModel
-from bnn.likelihoods import NOISE_SITE, Y_ERR, Gaussian
-from bnn.priors import FanInNormal, Normal, Prior
 
 HESSIANS = ("ggn", "full")
 PREDICTIVES = ("glm", "nn")
@@ -81,34 +78,6 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
             raise ValueError(f"`subset` pattern(s) {unmatched} match no parameter. Valid paths: {list(paths)}.")
         return tuple(p for p in paths if any(fnmatch.fnmatchcase(p, s) for s in subset))
     raise ValueError(f"`subset` must be 'all', 'last_layer' or a list of path patterns; got {subset!r}.")
-
-
-def _whitened_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es, prior_std):
-    """Eigenvalues ``λ`` ``(k,)`` and eigenvectors ``V`` ``(d, k)`` of ``S G S`` (S = diag(prior_std),
-    G the GGN), with ``k = min(n · outputs, d)`` (the other eigenvalues of ``S G S`` are 0), and
-    the square root ``A = Λ^½ J S`` ``(n · outputs, d)`` itself.
-
-    Computed from the square root ``A = Λ^½ J S`` (``G = Jᵀ Λ J``, Λ the per-row output-space
-    Fisher blocks of the likelihood) by a singular value decomposition, ``S G S = Aᵀ A``, never
-    by forming G: in float32 an eigendecomposition of a formed ``S G S`` carries an absolute
-    error of about ε·λ_max in every eigenvalue (on a UCI network ε·λ_max reaches 5, which
-    swamps the weakly determined directions whose eigenvalues are below 10), while the SVD's
-    error in ``λ = s²`` is about ε·s_max·s, of the order of ε²·λ_max for the small ones.
-    """
-    params = point if es is None else {**point, Y_ERR: es}
-    f_star = model.apply({**point, **unravel(theta_star)}, xs)                        # (n, w)
-    jac = jax.jacfwd(lambda t: model.apply({**point, **unravel(t)}, xs))(theta_star)  # (n, w, d)
-    grad_f = jax.grad(lambda f: model.likelihood.ggn_loss(f, f_star, ys, params))
-    width = f_star.shape[1]
-    # The output-space Hessian is block diagonal over rows, so one Hessian-vector product per
-    # output column with an all-ones direction gives every row's block: (n, w, w).
-    blocks = jnp.stack([jax.jvp(grad_f, (f_star,), (jnp.zeros_like(f_star).at[:, k].set(1.0),))[1]
-                        for k in range(width)], axis=-1)
-    w, u = jnp.linalg.eigh(0.5 * (blocks + jnp.swapaxes(blocks, -1, -2)))
-    root = jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)         # Λ^½ per row
-    a = jnp.einsum("nij,njd->nid", root, jac).reshape(-1, jac.shape[-1]) * prior_std[None, :]
-    _, singular, vt = jnp.linalg.svd(a, full_matrices=False)
-    return jnp.square(singular), vt.T, a
 
 
 def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
@@ -142,7 +111,7 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
             half_log_det = jnp.sum(jnp.log(jnp.diag(chol)))
             ok = jnp.all(jnp.isfinite(chol))
         else:
-            eigenvalues, vectors, root = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+            eigenvalues, vectors, root = whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
             fisher_root = root / prior_std[None, :]                        # Λ^½ J: G = (Λ^½ J)ᵀ (Λ^½ J)
             precision = fisher_root.T @ fisher_root + jnp.diag(1.0 / jnp.square(prior_std))
             # (I + V Λ Vᵀ)^(-1/2) = I + V ((1 + Λ)^(-1/2) − 1) Vᵀ for orthonormal columns V, so
@@ -156,149 +125,6 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
         return precision, thetas, log_evidence, ok
 
     return jax.jit(run)
-
-
-#: Alternations of "maximise the evidence at θ*" and "refit the MAP" at most, and their tolerance.
-TUNE_ITERATIONS = 20
-TUNE_TOLERANCE = 1e-3
-
-
-def scaled_prior(prior, factor: float):
-    """The prior with every scale multiplied by ``factor`` (zero-mean Normal / FanInNormal priors)."""
-
-    def one(p: Prior) -> Prior:
-        if isinstance(p, Normal) and p.loc == 0.0:
-            return Normal(p.scale * factor)
-        if isinstance(p, FanInNormal):
-            return FanInNormal(p.scale * factor)
-        raise ValueError(f"tune_prior=True needs zero-mean Normal or FanInNormal priors; got {p!r}.")
-
-    return one(prior) if isinstance(prior, Prior) else {k: one(v) for k, v in prior.items()}
-
-
-def _prior_stds(spec, selected: tuple[str, ...]) -> jax.Array:
-    """Prior standard deviation of every entry of the selected parameters, in ravel order."""
-    def std(path, shape):
-        prior = spec.priors[path]
-        return prior.std(shape) if isinstance(prior, FanInNormal) else prior.scale
-
-    shapes = dict(zip(spec.paths, spec.shapes))
-    flat, _ = ravel_pytree({p: jnp.full(shapes[p], std(p, shapes[p]), _checks.float_dtype()) for p in selected})
-    return flat
-
-
-def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
-    """Jitted ``(θ*, point, xs, ys, es, prior_std, h0) -> (h, log evidence)``: the GGN Laplace evidence
-    maximised over ``h = (log c, log σ)`` at fixed θ*, where the prior scales are ``c · prior_std``
-    and ``σ`` is the noise scale (it only moves for a learned noise; ``point`` holds the σ₀ at
-    which the GGN G₀ is evaluated, and G(σ) = G₀ σ₀²/σ²).
-
-    With S = diag(prior_std), det(G/σ² + S⁻²/c²) = det(S⁻²/c²) · det(I + (c σ₀/σ)² S G₀ S), and the
-    first factor cancels the normalising constants of the prior, so
-
-        log Z = log p(y | θ*, σ) − Σᵢ θᵢ² / (2 c² sᵢ²) − ½ Σₖ log(1 + (c σ₀/σ)² λₖ)
-
-    with λₖ the eigenvalues of S G₀ S (:func:`_whitened_spectrum`), computed once: no factorisation
-    inside the optimisation, and no failure where the posterior precision is nearly singular.
-    """
-    optimizer = optax.lbfgs()
-
-    def run(theta_star, point, xs, ys, es, prior_std, h0):
-        params = point if es is None else {**point, Y_ERR: es}
-        f_star = model.apply({**point, **unravel(theta_star)}, xs)
-        eigenvalues, _, _ = _whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
-        sigma0 = point[NOISE_SITE] if learned_noise else 1.0
-        ridge = jnp.sum(jnp.square(theta_star / prior_std))
-
-        def neg_evidence(h):
-            h = jnp.clip(h, -20.0, 20.0)  # keep the line search's trial points finite
-            c = jnp.exp(h[0])
-            if learned_noise:
-                sigma = jnp.exp(h[1])
-                lik_params, gain = {**params, NOISE_SITE: sigma}, jnp.square(c * sigma0 / sigma)
-            else:
-                lik_params, gain = params, jnp.square(c)
-            log_lik = jnp.sum(model.likelihood.log_prob(f_star, ys, lik_params))
-            return -(log_lik - 0.5 * ridge / jnp.square(c) - 0.5 * jnp.sum(jnp.log1p(gain * eigenvalues)))
-
-        value_and_grad = optax.value_and_grad_from_state(neg_evidence)
-
-        def step(carry, _):
-            h, state = carry
-            value, grad = value_and_grad(h, state=state)
-            updates, state = optimizer.update(grad, state, h, value=value, grad=grad, value_fn=neg_evidence)
-            return (optax.apply_updates(h, updates), state), value
-
-        (h, _), _ = jax.lax.scan(step, (h0, optimizer.init(h0)), None, length=100)
-        return jnp.clip(h, -20.0, 20.0), -neg_evidence(h)
-
-    return jax.jit(run)
-
-
-def _rescaled(model: LiftedModel, factor: float, likelihood) -> LiftedModel:
-    """A model of the same class and network with every prior scale times ``factor`` and ``likelihood``."""
-    return type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
-                       matmul_precision=model.matmul_precision)
-
-
-def _tune(model: LiftedModel, x, y, y_err, seed, selected, map_options):
-    """Alternate evidence maximisation at the MAP and MAP refits; return the tuned model, its MAP fit and info."""
-    likelihood = model.likelihood
-    learned_noise = isinstance(likelihood, Gaussian) and likelihood.learned
-    factor, sigma = 1.0, None
-    map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
-    if learned_noise:
-        sigma = float(map_fit.draws[NOISE_SITE][0])
-    xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
-    base_stds = _prior_stds(model.spec(x.shape[1]), selected)  # every scale is linear in the factor
-    history = []
-    for _ in range(TUNE_ITERATIONS):
-        point = {k: v[0] for k, v in map_fit.draws.items()}
-        if learned_noise:
-            point[NOISE_SITE] = _checks.floats(sigma)
-        theta_star, unravel = ravel_pytree({p: point[p] for p in selected})
-        program = model.compiled(("evidence", selected, x.shape[1], learned_noise),
-                                 lambda u=unravel: _evidence_program(model, u, learned_noise))
-        # h = (log of the factor on the current prior scales, log σ)
-        h0 = _checks.floats([0.0, 0.0 if sigma is None else np.log(sigma)])
-        h, evidence = program(theta_star, point, xs, ys, es, factor * base_stds, h0)
-        if not bool(jnp.all(jnp.isfinite(h))):
-            warnings.warn(
-                "maximising the Laplace evidence gave a non-finite prior or noise scale; keeping the last finite "
-                f"values (prior scale factor {factor:.4g}).",
-                UserWarning,
-                stacklevel=4,
-            )
-            break
-        step_c = float(jnp.exp(h[0]))
-        step_s = float(jnp.exp(h[1])) / sigma if sigma is not None else 1.0
-        factor *= step_c
-        if learned_noise:
-            sigma = float(jnp.exp(h[1]))
-        history.append((factor, sigma, float(evidence)))
-        refit_likelihood = (Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale)
-                            if isinstance(likelihood, Gaussian) and sigma is not None else likelihood)
-        refit_model = _rescaled(model, factor, refit_likelihood)
-        init = {k: v for k, v in point.items() if k != NOISE_SITE}
-        with warnings.catch_warnings():
-            # a warm start from the last optimum falls little in total, so "not settled" means little here
-            warnings.filterwarnings("ignore", message=".*loss had not settled", category=UserWarning)
-            map_fit = fit_point(refit_model, x, y, method="map", seed=seed, y_err=y_err, init_params=init, **map_options)
-        if abs(np.log(step_c)) < TUNE_TOLERANCE and abs(np.log(step_s)) < TUNE_TOLERANCE:
-            break
-    tuned = _rescaled(model, factor, likelihood)
-    draws = dict(map_fit.draws)
-    if learned_noise:
-        draws[NOISE_SITE] = _checks.floats([sigma])
-    map_fit = Fit(model=tuned, method="map", draws=draws, num_features=map_fit.num_features, info=map_fit.info,
-                  y_err=map_fit.y_err)
-    info = {"prior_scale_factor": factor, "tune_iterations": len(history),
-            "tune_history": np.asarray([(c, np.nan if s is None else s, e) for c, s, e in history])}
-    if isinstance(model.prior, (Normal, FanInNormal)):
-        info["prior_scale"] = factor * model.prior.scale
-    if learned_noise:
-        info["noise_scale"] = sigma
-    return tuned, map_fit, info
 
 
 def fit_laplace(
@@ -349,7 +175,8 @@ def fit_laplace(
     if tune_prior:
         if map_fit is not None:
             raise ValueError("`tune_prior=True` refits the MAP under the tuned prior; it cannot take `map_fit`.")
-        model, map_fit, tuned = _tune(model, x, y, y_err, seed, selected, map_options)
+        result = tune(model, x, y, y_err, seed, selected, map_options)
+        model, map_fit, tuned = result.laplace_model, result.map_fit, result.info
     elif map_fit is None:
         map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
     elif map_options:
@@ -371,7 +198,7 @@ def fit_laplace(
     key = jax.random.fold_in(_checks.as_seed_key(seed), 5)
     program = model.compiled(("laplace", hessian, selected, num_samples, x.shape[1]),
                              lambda: _laplace(model, hessian, unravel, num_samples))
-    prior_std = _prior_stds(spec, selected)
+    prior_std = prior_stds(spec, selected)
     precision, thetas, log_evidence, ok = program(theta_star, point, xs, ys, es, key, prior_std)
     if not bool(ok):
         hint = ("use hessian='ggn', run the MAP longer (num_steps=...), or pick a smaller subset"

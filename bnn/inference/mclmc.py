@@ -28,7 +28,7 @@ import numpy as np
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference.optimize import flat_potential, prepare_chains
+from bnn.inference.optimize import constrained_draws, flat_potential, prepare_chains
 from bnn.lifting import LiftedModel
 
 #: the share of BlackJAX's tuning budget in each of its three phases (step size, then the
@@ -111,8 +111,8 @@ def fit_mclmc(
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     positions, stats, tuned = run(starts, jax.random.split(key_run, num_chains), data)
 
-    draws = {k: transforms[k](positions[k].reshape((num_chains * num_samples,) + positions[k].shape[2:]))
-             for k in model.latent_sites(x.shape[1])}
+    draws = constrained_draws(model, {k: v.reshape((num_chains * num_samples,) + v.shape[2:]) for k, v in positions.items()},
+                              x.shape[1])
     stats = {k: np.asarray(v) for k, v in stats.items()}
     divergences = int(stats["diverging"].sum())
     info = {

@@ -33,7 +33,7 @@ from numpyro.infer.hmc import hmc
 from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference._loop import progress
-from bnn.inference.optimize import flat_potential, prepare_chains
+from bnn.inference.optimize import constrained_draws, flat_potential, prepare_chains
 from bnn.lifting import LiftedModel
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
@@ -146,8 +146,7 @@ def fit_nuts(
     kept = slice(num_warmup, None, thinning)  # (chains, iterations, ...) -> post-warm-up draws
     flat, stats = flat[:, kept], {k: v[:, kept] for k, v in stats.items()}
     samples = jax.vmap(unravel)(jnp.asarray(flat.reshape((-1,) + flat.shape[2:])))
-    latent = model.latent_sites(x.shape[1])
-    draws = {k: transforms[k](samples[k]) for k in latent}
+    draws = constrained_draws(model, samples, x.shape[1])
     divergences = int(stats["diverging"].sum())
     info = {
         "num_chains": num_chains,

@@ -263,8 +263,11 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
     options = dict(map_options or {})
     if y_err is not None:
         options["y_err"] = y_err
-    fit = fit_point(model, x, y, method="map", seed=key, **options)
-    return {s: v[0] for s, v in fit.draws.items()}, fit
+    fit = fit_point(model.point_model(), x, y, method="map", seed=key, **options)
+    values = {s: v[0] for s, v in fit.draws.items()}
+    if model.hierarchical:  # sampled scales start at the RMS of their weights at the MAP
+        values.update(model.scale_values(values, fit.num_features))
+    return values, fit
 
 
 #: how chains (NUTS, MCLMC) can start
@@ -275,7 +278,8 @@ def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_optio
     """Starting values of ``num_chains`` chains, ``{site: (num_chains, *shape)}`` (constrained).
 
     ``init``: ``"map"`` (a MAP fit per chain, each from the module's initialisers with its own
-    key), ``"module"`` (those initialisers), ``"prior"`` (a prior draw per chain) or Flax
+    key; for a hierarchical prior, under each hyperprior's own scale as a fixed scale, the sampled
+    scales starting at the RMS of their weights), ``"module"`` (those initialisers), ``"prior"`` (a prior draw per chain) or Flax
     variables (every chain starts there).
     """
     keys = jax.random.split(key, num_chains)
@@ -311,7 +315,10 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
         map_options["y_err"] = y_err
     values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
     transforms = model.transforms(x.shape[1])
-    unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
+    if model.hierarchical:
+        unconstrained = jax.vmap(lambda v: model.unconstrain(v, x.shape[1]))(values)
+    else:
+        unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
     _, unravel = ravel_pytree({k: v[0] for k, v in unconstrained.items()})
     starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
     return x, y, y_err, key_run, transforms, starts, unravel
@@ -319,5 +326,25 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
 
 def flat_potential(model: LiftedModel, unravel):
     """``(flat, x, y, y_err) -> potential energy``: the negative log joint density of the
-    model's unconstrained sites given as one flat vector (``unravel`` as from :func:`prepare_chains`)."""
-    return lambda flat, x, y, y_err: potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(flat))
+    model's unconstrained sites given as one flat vector (``unravel`` as from :func:`prepare_chains`).
+
+    A hierarchical prior's weights are non-centred (:meth:`bnn.lifting.LiftedModel.constrain`);
+    other models use NumPyro's own potential.
+    """
+    if not model.hierarchical:
+        return lambda flat, x, y, y_err: potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(flat))
+
+    def potential(flat, x, y, y_err):
+        values, log_det = model.constrain(unravel(flat), x.shape[1])
+        log_prior, log_lik = model.log_joint_terms(values, x, y, y_err)
+        return -(log_prior + jnp.sum(log_lik) + log_det)
+
+    return potential
+
+
+def constrained_draws(model: LiftedModel, samples: dict, num_features: int) -> dict:
+    """Sampler coordinates ``{site: (draws, ...)}`` -> site values, every latent site of the model."""
+    if model.hierarchical:
+        return jax.vmap(lambda u: model.constrain(u, num_features)[0])(samples)
+    transforms = model.transforms(num_features)
+    return {k: transforms[k](samples[k]) for k in model.latent_sites(num_features)}

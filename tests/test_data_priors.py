@@ -1,0 +1,221 @@
+"""Priors and noise from the data: evidence tuning for every method, hierarchical priors sampled in
+non-centred form, anchored ensembles. Oracles: the closed-form evidence and posterior of linear
+regression, and quadrature over a hierarchical scale."""
+
+import numpy as np
+import optax
+import pytest
+from numpyro.diagnostics import effective_sample_size
+from scipy import integrate, optimize, stats
+
+import bnn
+from bnn.inference.optimize import flat_potential, prepare_chains
+
+from conftest import ridge_posterior
+
+NOISE, PRIOR = 0.3, 0.5
+#: L-BFGS MAP fits: converged to float32 round-off on the convex objective of the linear model
+LBFGS = {"optimizer": optax.lbfgs(), "num_steps": 100}
+
+
+def _design(x):
+    return np.concatenate([np.asarray(x, np.float64), np.ones((len(x), 1))], axis=1)
+
+
+def _log_evidence(x, y, prior_scale, noise_scale):
+    """log N(y; 0, σ² I + σ_p² X Xᵀ) of linear regression with a bias (float64)."""
+    X = _design(x)
+    cov = noise_scale**2 * np.eye(len(x)) + prior_scale**2 * X @ X.T
+    return stats.multivariate_normal(np.zeros(len(x)), cov).logpdf(np.asarray(y, np.float64)[:, 0])
+
+
+@pytest.fixture(scope="module")
+def exact_scales(linear_data):
+    """The exact type-II maximum likelihood (σ_p, σ) of the linear model, by scipy."""
+    x, y = linear_data
+    best = optimize.minimize(lambda h: -_log_evidence(x, y, *np.exp(h)), [0.0, np.log(0.5)], method="BFGS")
+    return tuple(np.exp(best.x))
+
+
+@pytest.mark.parametrize("method, options", [
+    ("map", {}),
+    ("ensemble", {"num_members": 2, "num_steps": 200}),
+    ("svi", {"num_steps": 50, "num_samples": 10}),
+    ("nuts", {"num_chains": 1, "num_warmup": 20, "num_samples": 20}),
+])
+def test_every_method_runs_on_the_exact_evidence_maximiser(linear_data, exact_scales, method, options):
+    """tune_prior=True chooses (σ_p, σ) by the evidence and fits the tuned model: at the fixed point the
+    Laplace evidence of a linear-Gaussian model is exact, so the choice is the exact type-II ML (float32
+    MAPs limit the agreement to ~1e-4; 1 % asserted). The learned noise is fixed at the chosen σ."""
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian())
+    fit = model.fit(x, y, method=method, tune_prior=True, tune_options=LBFGS, **options)
+    prior_scale, noise_scale = exact_scales
+    assert fit.info["prior_scale"] == pytest.approx(prior_scale, rel=1e-2)
+    assert fit.info["noise_scale"] == pytest.approx(noise_scale, rel=1e-2)
+    assert fit.info["prior_scale_factor"] == pytest.approx(fit.info["prior_scale"] / PRIOR)
+    assert fit.model.prior == bnn.Normal(fit.info["prior_scale"])
+    assert fit.model.likelihood.scale == pytest.approx(fit.info["noise_scale"])
+    assert fit.info["log_evidence"] == pytest.approx(_log_evidence(x, y, prior_scale, noise_scale), abs=1e-2)
+    assert "noise_scale" not in fit.draws  # empirical Bayes: σ is a fixed value of the tuned model
+    assert fit.info["tune_time"] > 0
+
+
+def test_tuned_map_is_the_ridge_solution_at_the_tuned_scales(linear_data):
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
+    fit = model.fit(x, y, method="map", tune_prior=True, tune_options=LBFGS, **LBFGS)
+    mean, _ = ridge_posterior(x, y, NOISE, fit.info["prior_scale"])
+    got = np.concatenate([np.asarray(fit.params["params"]["Dense_0"]["kernel"])[:, 0],
+                          np.asarray(fit.params["params"]["Dense_0"]["bias"])])
+    assert np.linalg.norm(got - mean) / np.linalg.norm(mean) < 1e-4
+
+
+def test_tune_prior_bad_input(linear_data):
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
+    with pytest.raises(TypeError, match="`tune_prior` must be True or False"):
+        model.fit(x, y, method="map", tune_prior=1)
+    with pytest.raises(ValueError, match="`tune_options` apply with tune_prior=True only"):
+        model.fit(x, y, method="map", tune_options={"num_steps": 10})
+    with pytest.raises(TypeError, match="`tune_options` must be a dict"):
+        model.fit(x, y, method="map", tune_prior=True, tune_options=10)
+    with pytest.raises(ValueError, match="method='mle' has no prior"):
+        model.fit(x, y, method="mle", tune_prior=True)
+
+
+def test_anchored_members_are_exact_posterior_draws_of_the_linear_model(linear_data):
+    """Randomised MAP: member m minimises ‖ỹ_m − Xθ‖²/2σ² + ‖θ − a_m‖²/2σ_p² with a_m ~ prior and
+    ỹ_m = y + σ ε_m, so θ_m = H⁻¹(Xᵀỹ_m/σ² + a_m/σ_p²) is Gaussian with mean H⁻¹Xᵀy/σ² and covariance
+    H⁻¹(XᵀX/σ² + I/σ_p²)H⁻¹ = H⁻¹: exact independent posterior draws. With M members the sample mean's
+    error is sd/√M and the std's sd/√(2M): 4 standard errors asserted, and correlations within 4/√M."""
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
+    members = 2000
+    fit = model.fit(x, y, method="ensemble", num_members=members, anchored=True, num_steps=2000)
+    draws = np.concatenate([np.asarray(fit.draws["Dense_0.kernel"])[:, :, 0], np.asarray(fit.draws["Dense_0.bias"])], 1)
+    mean, cov = ridge_posterior(x, y, NOISE, PRIOR)
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(draws.mean(0) - mean) < 4 * sd / np.sqrt(members)), (draws.mean(0) - mean) / sd
+    assert np.all(np.abs(draws.std(0) / sd - 1) < 4 / np.sqrt(2 * members)), draws.std(0) / sd
+    assert np.abs(np.corrcoef(draws.T) - cov / np.outer(sd, sd)).max() < 4 / np.sqrt(members)
+    assert fit.info["anchored"]
+    # plain members all reach the one MAP: no spread at all
+    plain = model.fit(x, y, method="ensemble", num_members=4, num_steps=2000)
+    assert np.asarray(plain.draws["Dense_0.bias"]).std() < 1e-3 * sd[-1]
+    with pytest.raises(ValueError, match="needs objective='map'"):
+        model.fit(x, y, method="ensemble", anchored=True, objective="mle", num_steps=10)
+    with pytest.raises(TypeError, match="`anchored` must be True or False"):
+        model.fit(x, y, method="ensemble", anchored="yes", num_steps=10)
+
+
+# --- hierarchical priors -----------------------------------------------------------------------
+
+HYPER = 1.0
+
+
+@pytest.fixture(scope="module")
+def hierarchical(linear_data):
+    """Linear regression whose kernel has a sampled scale τ ~ HalfNormal(1) and bias prior Normal(0, 1)."""
+    x, y = linear_data
+    prior = {"Dense_0.kernel": bnn.Normal(scale=bnn.HalfNormal(HYPER)), "Dense_0.bias": bnn.Normal(1.0)}
+    return bnn.BNN(bnn.MLP((1,)), prior=prior, likelihood=bnn.Gaussian(scale=NOISE)), x, y
+
+
+def _quadrature(x, y):
+    """Posterior moments of τ and of the weights [kernel, bias] by quadrature over τ (float64).
+
+    Given τ the model is conjugate: p(y | τ) = N(y; 0, σ² I + X diag(τ², τ², τ², 1) Xᵀ) and the weights'
+    conditional posterior is Gaussian; p(τ | y) ∝ HalfNormal(τ) p(y | τ) is integrated on [0, 20].
+    """
+    X, yy = _design(x), np.asarray(y, np.float64)[:, 0]
+
+    def conditional(tau):
+        prior_var = np.array([tau**2] * (X.shape[1] - 1) + [1.0])
+        precision = X.T @ X / NOISE**2 + np.diag(1 / prior_var)
+        cov = np.linalg.inv(precision)
+        mean = cov @ X.T @ yy / NOISE**2
+        marginal = stats.multivariate_normal(np.zeros(len(yy)), NOISE**2 * np.eye(len(yy)) + X @ np.diag(prior_var) @ X.T)
+        return mean, cov, stats.halfnorm(scale=HYPER).logpdf(tau) + marginal.logpdf(yy)
+
+    grid = np.linspace(1e-4, 20.0, 4001)
+    parts = [conditional(t) for t in grid]
+    log_w = np.array([p[2] for p in parts])
+    w = np.exp(log_w - log_w.max())
+    w /= integrate.trapezoid(w, grid)
+
+    def expect(values):
+        return integrate.trapezoid(w[:, None] * np.asarray(values).reshape(len(grid), -1), grid, axis=0)
+
+    means = np.array([p[0] for p in parts])
+    second = np.array([np.diag(p[1]) + p[0] ** 2 for p in parts])
+    tau_mean, tau_sq = expect(grid)[0], expect(grid**2)[0]
+    weight_mean = expect(means)
+    return (tau_mean, np.sqrt(tau_sq - tau_mean**2)), (weight_mean, np.sqrt(expect(second) - weight_mean**2))
+
+
+def test_hierarchical_nuts_matches_quadrature_over_the_scale(hierarchical):
+    model, x, y = hierarchical
+    assert model.latent_sites(3) == ("Dense_0.bias", "Dense_0.kernel", "Dense_0.kernel.scale")
+    chains, draws = 4, 1000
+    fit = model.fit(x, y, method="nuts", seed=0, num_chains=chains, num_warmup=500, num_samples=draws)
+    tau = np.asarray(fit.draws["Dense_0.kernel.scale"]).reshape(chains, draws, 1)
+    weights = np.concatenate([np.asarray(fit.draws["Dense_0.kernel"])[:, :, 0],
+                              np.asarray(fit.draws["Dense_0.bias"])], 1).reshape(chains, draws, 4)
+    (tau_mean, tau_sd), (w_mean, w_sd) = _quadrature(x, y)
+    for got, mean, sd in ((tau, np.array([tau_mean]), np.array([tau_sd])), (weights, w_mean, w_sd)):
+        ess = np.asarray(effective_sample_size(got))
+        assert np.all(ess > 300), ess
+        est = got.reshape(-1, got.shape[-1])
+        assert np.all(np.abs(est.mean(0) - mean) < 4 * sd / np.sqrt(ess)), (est.mean(0) - mean) / (sd / np.sqrt(ess))
+        assert np.all(np.abs(est.std(0) - sd) < 4 * sd / np.sqrt(2 * ess)), (est.std(0) - sd) / (sd / np.sqrt(2 * ess))
+    assert fit.info["num_divergences"] == 0
+
+
+def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):
+    """The samplers' coordinates: log τ, and u = w / τ for the kernel. The potential must be the
+    negative log joint at (τ, w) minus log |∂(τ, w)/∂(log τ, u)| = log τ + 3 log τ."""
+    model, x, y = hierarchical
+    x, y, y_err, _, _, starts, unravel = prepare_chains(model, x, y, None, 0, 0, "prior", 3, None)
+    potential = flat_potential(model, unravel)
+    for flat in starts:
+        u = unravel(flat)
+        tau = float(np.exp(u["Dense_0.kernel.scale"]))
+        values = {"Dense_0.kernel.scale": tau, "Dense_0.kernel": tau * np.asarray(u["Dense_0.kernel"]),
+                  "Dense_0.bias": np.asarray(u["Dense_0.bias"])}
+        log_prior, log_lik = model.log_joint_terms(values, x, y)
+        expected = -(float(log_prior) + float(np.sum(log_lik))) - 4 * np.log(tau)
+        assert float(potential(flat, x, y, y_err)) == pytest.approx(expected, rel=1e-5, abs=1e-3)
+
+
+def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
+    x, y = sine_data
+    net = bnn.MLP((4, 1), activation="tanh")
+    model = bnn.BNN(net, prior=bnn.Normal(scale=bnn.HalfNormal(1.0)), likelihood=bnn.Gaussian(scale=0.1))
+    scales = ("Dense_0.bias.scale", "Dense_0.kernel.scale", "Dense_1.bias.scale", "Dense_1.kernel.scale")
+    assert model.latent_sites(1)[4:] == scales  # one scale per array for a single prior
+    grouped = bnn.BNN(net, prior={"*.kernel": bnn.Normal(scale=bnn.HalfNormal(2.0)), "*.bias": bnn.Normal(1.0)})
+    assert model.hierarchical and grouped.hierarchical
+    assert grouped.latent_sites(1) == ("Dense_0.bias", "Dense_0.kernel", "Dense_1.bias", "Dense_1.kernel",
+                                       "*.kernel.scale", "noise_scale")  # one scale per key in a dict
+    prior_draws = grouped.sample_prior(1, 4000, seed=0)["*.kernel.scale"]
+    assert float(np.mean(prior_draws)) == pytest.approx(2.0 * np.sqrt(2 / np.pi), rel=4 * 0.6 / np.sqrt(4000))
+
+    for method, options in (("mclmc", {"num_chains": 2, "num_warmup": 100, "num_samples": 20}),
+                            ("svi", {"num_steps": 50, "num_samples": 20})):
+        fit = model.fit(x, y, method=method, **options)
+        for site in scales:
+            assert np.asarray(fit.draws[site]).shape[0] == fit.num_draws and np.all(np.asarray(fit.draws[site]) > 0)
+    assert set(scales) <= set(fit.to_arviz().posterior.data_vars)
+    fit.save(tmp_path / "fit")
+    loaded = bnn.load(tmp_path / "fit")
+    assert loaded.model.prior == model.prior
+    np.testing.assert_allclose(np.asarray(loaded.predict(x).mean), np.asarray(fit.predict(x).mean), rtol=1e-6)
+
+    for method in ("mle", "map", "ensemble", "laplace"):
+        with pytest.raises(ValueError, match="sampled prior scale .* has no useful mode"):
+            model.fit(x, y, method=method)
+    with pytest.raises(ValueError, match="samples its scale"):
+        model.fit(x, y, method="nuts", tune_prior=True)
+    with pytest.raises(ValueError, match=r"`HalfNormal\(scale\)` must be"):
+        bnn.HalfNormal(-1.0)
