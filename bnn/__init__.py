@@ -21,7 +21,7 @@ _numpyro.__version__  # noqa: B018
 
 from bnn import datasets, diagnostics, metrics, plot, sbc  # noqa: E402
 from bnn._version import __version__  # noqa: E402
-from bnn.compare import compare  # noqa: E402
+from bnn.compare import compare, cross_validate  # noqa: E402
 from bnn.diagnostics import Diagnostics, diagnose, to_arviz  # noqa: E402
 from bnn.fit import Fit  # noqa: E402
 from bnn.likelihoods import Bernoulli, Categorical, Gaussian, Heteroscedastic, Likelihood  # noqa: E402
@@ -47,6 +47,7 @@ __all__ = [
     "Predictions",
     "Normalizer",
     "compare",
+    "cross_validate",
     "diagnose",
     "Diagnostics",
     "to_arviz",

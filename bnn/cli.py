@@ -169,7 +169,14 @@ def run_demo(out: Path, fast: bool = False, seed: int = 0) -> dict:
 
 
 LIKELIHOODS = ("gaussian", "heteroscedastic", "bernoulli", "categorical")
-FIT_METHODS = ("map", "ensemble", "laplace", "svi", "nuts", "mclmc")
+FIT_METHODS = ("auto", "map", "ensemble", "laplace", "svi", "nuts", "mclmc")
+#: `bnn fit --method auto`: MCLMC chains up to this many rows, a deep ensemble above (see RECOMMENDATION)
+AUTO_SAMPLER_ROWS = 2000
+
+
+def auto_method(rows: int) -> str:
+    """The method `bnn fit` uses by default for a table of ``rows`` rows."""
+    return "mclmc" if rows <= AUTO_SAMPLER_ROWS else "ensemble"
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -210,6 +217,14 @@ def _model_for(likelihood: str, hidden: tuple[int, ...], activation: str, prior_
     return bnn.BNN(bnn.MLP(hidden + (outputs,), activation=activation), prior=bnn.Normal(prior_scale), likelihood=like)
 
 
+def _prior_line(fit, tuned: bool) -> str:
+    if not tuned:
+        return "Prior scale as given (--no-tune-prior)."
+    noise = f", noise scale {fit.info['noise_scale']:.3g}" if "noise_scale" in fit.info else ""
+    return (f"Prior scale {fit.info['prior_scale']:.3g}{noise} (standardised units) chosen by the evidence "
+            f"(--tune-prior, {fit.info['tune_iterations']} round(s)).")
+
+
 def run_fit(args) -> Path:
     """``bnn fit``: fit the table, save the fit, write a short report. Returns the report's path."""
     import warnings
@@ -222,6 +237,7 @@ def run_fit(args) -> Path:
 
     import bnn
     from bnn import tables
+    from bnn.compare import MIN_HELDOUT_COVERAGE, cross_validate, heldout_metrics
 
     features = [c.strip() for c in args.features.split(",") if c.strip()] if args.features else None
     frame = tables.read_table(args.data, None if features is None else features + [args.target])
@@ -232,9 +248,16 @@ def run_fit(args) -> Path:
     out = Path(args.out)
     _output_folder(out, tables.COLUMNS_FILE)
     model = _model_for(args.likelihood, args.hidden, args.activation, args.prior_scale, y)
+    method = auto_method(len(x)) if args.method == "auto" else args.method
+    tune_prior = args.tune_prior
+    options = {"normalize": True, "tune_prior": tune_prior}
+    if args.cv and not 2 <= args.cv <= len(x):
+        raise ValueError(f"--cv must be 0 (off) or between 2 and the number of rows ({len(x)}); got {args.cv}.")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", UserWarning)
-        fit = model.fit(x, y, method=args.method, seed=args.seed, normalize=True, progress_bar=True)
+        fit = model.fit(x, y, method=method, seed=args.seed, progress_bar=True, **options)
+        heldout = (cross_validate(model, x, y, method=method, folds=args.cv, seed=args.seed, **options)
+                   if args.cv else None)
     fit.save(out, overwrite=True)
     tables.Columns(tuple(features), args.target, args.likelihood).save(out)
 
@@ -243,12 +266,27 @@ def run_fit(args) -> Path:
              f"Target {args.target!r} from {len(features)} feature(s): {', '.join(features)}; {len(x)} rows.",
              f"Model: MLP {args.hidden + (model.spec(x.shape[1]).out,)} {args.activation}, Normal(0, {args.prior_scale}) "
              f"priors, {args.likelihood} likelihood, inputs and targets standardised (normalize=True).",
-             f"Method: {args.method}, seed {args.seed}, {fit.num_draws} draw(s), {fit.info['wall_time']:.1f} s.", "",
-             "## Training-data metrics", "", "| metric | value |", "|---|---|"]
-    metrics = {"nll (mean per row)": float(np.mean(bnn.metrics.nll(pred, y)))}
+             f"Method: {method}{' (auto: ' + str(len(x)) + ' rows)' if args.method == 'auto' else ''}, seed {args.seed}, "
+             f"{fit.num_draws} draw(s), {fit.info['wall_time']:.1f} s.",
+             _prior_line(fit, tune_prior), "",
+             "## Metrics", "",
+             "Training rows show how well the fit follows the data it saw; held-out rows (each predicted by a fit "
+             "to the others) show what to expect on new rows." if heldout else
+             "Training rows only (`--cv 0`): they show how well the fit follows the data it saw, not what to expect "
+             "on new rows.", "",
+             "| metric | training rows | held-out rows" + (f" ({heldout['folds']}-fold cross-validation) |" if heldout else " |"),
+             "|---|---|---|"]
+    train = heldout_metrics(pred, y, 0.9)
+    names = {"log_likelihood": "log-likelihood (mean per row)", "rmse": "rmse",
+             "coverage": "coverage of the 90 % interval", "accuracy": "accuracy"}
+    lines += [f"| {names[k]} | {v:.4g} | " + (f"{heldout[k]:.4g} |" if heldout else "not computed |") for k, v in train.items()]
+    if heldout and pred.continuous and heldout["coverage"] < MIN_HELDOUT_COVERAGE:
+        warning = (f"held-out coverage of the 90 % interval is {heldout['coverage']:.2f} (below "
+                   f"{MIN_HELDOUT_COVERAGE}): the intervals are over-confident on new rows. Try "
+                   "--method mclmc or --method laplace with --tune-prior, or a smaller network (--hidden).")
+        lines += ["", f"**Warning: {warning}**"]
+        print(f"bnn fit: warning: {warning}", file=sys.stderr)
     if pred.continuous:
-        metrics["rmse"] = float(np.mean(bnn.metrics.rmse(pred.mean, y)))
-        metrics["coverage of the 90 % interval"] = float(np.mean(bnn.metrics.coverage(pred, y, 0.9)))
         lo, hi = pred.interval(0.9)
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
         ax.errorbar(y[:, 0], np.asarray(pred.mean)[:, 0],
@@ -261,11 +299,7 @@ def run_fit(args) -> Path:
         ax.legend(frameon=False)
         fig.savefig(out / "fit.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        figure = ["", "![observed vs predicted](fit.png)"]
-    else:
-        metrics["accuracy"] = float(np.mean(bnn.metrics.accuracy(pred, y)))
-        figure = []
-    lines += [f"| {k} | {v:.4g} |" for k, v in metrics.items()] + figure
+        lines += ["", "![observed vs predicted on the training rows](fit.png)"]
     if seen:
         lines += ["", "## Warnings", ""] + [f"- {w.message}" for w in seen]
     lines += ["", f"Predict new rows with `bnn predict {out} NEW.csv --out predictions.csv`."]
@@ -332,12 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("data", type=Path, help="the CSV file")
     fit.add_argument("--target", required=True, help="the column to predict")
     fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
-    fit.add_argument("--method", choices=FIT_METHODS, default="ensemble", help="inference method (default: ensemble)")
+    fit.add_argument("--method", choices=FIT_METHODS, default="auto",
+                     help=f"inference method (default auto: mclmc up to {AUTO_SAMPLER_ROWS} rows, ensemble above)")
+    fit.add_argument("--tune-prior", action=argparse.BooleanOptionalAction, default=True,
+                     help="choose the prior scale (and a learned noise scale) by the evidence (default: on)")
+    fit.add_argument("--cv", type=int, default=5,
+                     help="folds of the cross-validation behind the held-out metrics (default 5; 0: off)")
     fit.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian",
                      help="gaussian (learned noise; default), heteroscedastic, bernoulli (0/1) or categorical (0..K-1)")
     fit.add_argument("--hidden", type=_widths, default=(50,), help="hidden layer widths (default: 50)")
     fit.add_argument("--activation", default="relu", help="activation of the hidden layers (default: relu)")
-    fit.add_argument("--prior-scale", type=float, default=1.0, help="std of the Normal prior on every weight (default 1)")
+    fit.add_argument("--prior-scale", type=float, default=1.0, help="std of the Normal prior on every weight (default 1; the starting point of --tune-prior)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument("--out", required=True, type=Path, help="folder for the saved fit and its report")
     predict = sub.add_parser("predict", help="predict a CSV table's rows with a fit saved by `bnn fit`")

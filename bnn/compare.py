@@ -111,3 +111,67 @@ def compare(fits: Mapping[str, Fit], x_test, y_test, levels=LEVELS, loo: bool = 
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "fit"
     return table
+
+
+#: Held-out coverage of the central 90 % interval below which a fit's intervals are called over-confident.
+MIN_HELDOUT_COVERAGE = 0.8
+
+
+def heldout_metrics(pred, y, level: float = 0.9) -> dict[str, float]:
+    """Mean per-row metrics of a :class:`bnn.Predictions` at observations ``y``: ``log_likelihood``
+    (mean log predictive density), and ``rmse`` and ``coverage`` of the central ``level`` interval
+    (continuous targets) or ``accuracy`` (classes)."""
+    out = {"log_likelihood": -float(np.mean(metrics.nll(pred, y)))}
+    if pred.continuous:
+        out["rmse"] = float(np.sqrt(np.mean(np.square(np.asarray(pred.mean) - np.asarray(y)))))
+        out["coverage"] = float(np.mean(metrics.coverage(pred, y, level)))
+    else:
+        out["accuracy"] = float(np.mean(metrics.accuracy(pred, y)))
+    return out
+
+
+def cross_validate(model, x, y, method: str = "map", folds: int = 5, seed: int = 0, level: float = 0.9,
+                   **fit_options) -> dict:
+    """K-fold cross-validation of ``model.fit(x, y, method=..., **fit_options)``.
+
+    The rows are shuffled with ``seed`` and cut into ``folds`` parts; each part is predicted by a fit
+    to the others. Metrics (:func:`heldout_metrics`) are computed over all held-out rows together.
+
+    Args:
+      model: a :class:`bnn.BNN`.
+      x, y: the data, as for :meth:`bnn.BNN.fit`.
+      method, fit_options: the fit to judge (e.g. ``normalize=True``, ``tune_prior=True``).
+      folds: number of parts, 2 to the number of rows.
+      seed: shuffles the rows; fold ``k`` is fitted with seed ``seed + k``.
+      level: the interval whose coverage is reported.
+
+    Returns:
+      ``{"folds": K, "log_likelihood", "rmse", "coverage" (continuous) or "accuracy", "per_fold":
+      [metrics of each fold]}``.
+
+    Example:
+      >>> cv = bnn.compare.cross_validate(model, x, y, method="map", folds=5, normalize=True)
+      >>> cv["coverage"]   # should be near 0.9 for honest intervals
+    """
+    from bnn import _checks
+
+    x, y = model.check_data(x, y)
+    n = x.shape[0]
+    folds = _checks.positive_int(folds, "folds")
+    if not 2 <= folds <= n:
+        raise ValueError(f"`folds` must lie between 2 and the number of rows ({n}); got {folds}.")
+    level = _checks.level(level, "level")
+    order = np.random.default_rng(seed).permutation(n)
+    parts = np.array_split(order, folds)
+    per_fold = []
+    for k, held in enumerate(parts):
+        train = np.setdiff1d(order, held)
+        fit = model.fit(x[train], y[train], method=method, seed=seed + k, **fit_options)
+        per_fold.append(heldout_metrics(fit.predict(x[held]), y[held], level))
+    # per-row metrics over every held-out row: each fold's means weighted by its size
+    sizes = np.array([len(p) for p in parts], float)
+    pooled = {name: float(np.sum([f[name] * s for f, s in zip(per_fold, sizes)]) / sizes.sum())
+              for name in per_fold[0] if name != "rmse"}
+    if "rmse" in per_fold[0]:
+        pooled["rmse"] = float(np.sqrt(np.sum([f["rmse"] ** 2 * s for f, s in zip(per_fold, sizes)]) / sizes.sum()))
+    return {"folds": folds, **pooled, "per_fold": per_fold}

@@ -30,9 +30,10 @@ def _run(capsys, *argv):
 def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     fit_dir = tmp_path / "fit"
     code, out, _ = _run(capsys, "fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "map",
-                        "--hidden", "8", "--out", fit_dir)
+                        "--hidden", "8", "--no-tune-prior", "--cv", "3", "--out", fit_dir)
     assert code == 0 and str(fit_dir) in out
-    assert (fit_dir / "fit.png").stat().st_size > 0 and "| rmse |" in (fit_dir / "report.md").read_text()
+    report = (fit_dir / "report.md").read_text()
+    assert (fit_dir / "fit.png").stat().st_size > 0 and "| rmse |" in report
     code, _, _ = _run(capsys, "predict", fit_dir, table / "new.csv", "--out", tmp_path / "p.csv", "--level", "0.8")
     assert code == 0
     got = pd.read_csv(tmp_path / "p.csv")
@@ -53,12 +54,17 @@ def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     model = bnn.BNN(bnn.MLP((8, 1), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
     direct = model.fit(x, y, method="map", seed=0, normalize=True)
     np.testing.assert_allclose(np.asarray(direct.predict(x_new).mean)[:, 0], got["mean"], rtol=1e-5, atol=1e-6)
+    # the held-out column is the library's 3-fold cross-validation of the same fit
+    cv = bnn.cross_validate(model, x, y, method="map", folds=3, seed=0, normalize=True, tune_prior=False)
+    row = next(line for line in report.splitlines() if line.startswith("| coverage of the 90 % interval"))
+    assert row.split("|")[3].strip() == f"{cv['coverage']:.4g}"
+    assert "held-out rows (3-fold cross-validation)" in report
 
 
 def test_categorical_predictions_are_class_probabilities(table, tmp_path, capsys):
     fit_dir = tmp_path / "cls"
     code, _, err = _run(capsys, "fit", table / "data.csv", "--target", "label", "--features", "a,b", "--method", "ensemble",
-                        "--likelihood", "categorical", "--hidden", "8", "--out", fit_dir)
+                        "--likelihood", "categorical", "--hidden", "8", "--cv", "0", "--out", fit_dir)
     assert code == 0, err
     code, out, _ = _run(capsys, "predict", fit_dir, table / "new.csv")
     assert code == 0
@@ -79,7 +85,7 @@ def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
     blocker.write_text("")
     fit_dir = tmp_path / "fit"
     assert cli.main(["fit", str(data), "--target", "y", "--features", "a,b", "--method", "map", "--hidden", "4",
-                     "--out", str(fit_dir)]) == 0
+                     "--cv", "0", "--out", str(fit_dir)]) == 0
     capsys.readouterr()
     cases = [
         (("fit", tmp_path / "nope.csv", "--target", "y", "--out", tmp_path / "o"), r"'.*nope.csv' does not exist"),
@@ -92,6 +98,7 @@ def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
         (("fit", data, "--target", "y", "--features", "a", "--out", blocker / "sub"), r"--out '.*sub' cannot be written"),
         (("fit", data, "--target", "y", "--features", "a", "--likelihood", "bernoulli", "--out", tmp_path / "o"), r"target 'y' must hold 0 or 1"),
         (("predict", tmp_path, data), r"was not written by `bnn fit`"),
+        (("fit", data, "--target", "y", "--features", "a", "--cv", "1", "--out", tmp_path / "o"), r"--cv must be 0 \(off\) or between 2 and the number of rows \(48\); got 1"),
         (("predict", fit_dir, tmp_path / "only_a.csv"), r"has no column 'b'; its columns are 'a'"),
     ]
     for argv, message in cases:
@@ -99,3 +106,43 @@ def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
         assert code == 1, argv
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert __import__("re").search(message, err), (message, err)
+
+
+def test_held_out_coverage_below_0_8_is_a_warning(tmp_path, capsys):
+    """MAP with a learned noise on 30 noisy rows and 50 units, prior as given, interpolates its training rows:
+    training coverage 1, held-out far below 0.8. The report shows both and warns; `auto` picks MCLMC here."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(30, 4))
+    frame = pd.DataFrame(x, columns=list("abcd")).assign(y=x[:, 0] + rng.normal(size=30))
+    frame.to_csv(tmp_path / "small.csv", index=False)
+    code, _, err = _run(capsys, "fit", tmp_path / "small.csv", "--target", "y", "--method", "map", "--no-tune-prior",
+                        "--cv", "3", "--out", tmp_path / "f")
+    report = (tmp_path / "f" / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| coverage of the 90 % interval"))
+    train, held = float(row.split("|")[2]), float(row.split("|")[3])
+    assert code == 0 and train > 0.95 and held < 0.8, row
+    assert "**Warning: held-out coverage of the 90 % interval" in report and "bnn fit: warning: held-out coverage" in err
+    assert cli.auto_method(30) == "mclmc" and cli.auto_method(cli.AUTO_SAMPLER_ROWS + 1) == "ensemble"
+
+
+def test_cross_validate_pools_the_folds_of_hand_written_fits():
+    """K-fold by hand (same permutation, fold k fitted with seed k): pooled per-row metrics equal the library's."""
+    x, y = bnn.datasets.sine(n=30, noise=0.1, seed=1)
+    y = np.asarray(y).reshape(-1)
+    model = bnn.BNN(bnn.MLP((8, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
+    cv = bnn.cross_validate(model, x, y, method="map", folds=3, seed=0, num_steps=300)
+    parts = np.array_split(np.random.default_rng(0).permutation(30), 3)
+    ll, sq, inside = [], [], []
+    for k, held in enumerate(parts):
+        train = np.setdiff1d(np.arange(30), held)
+        pred = model.fit(x[train], y[train], method="map", seed=k, num_steps=300).predict(x[held])
+        ll.append(-np.asarray(bnn.metrics.nll(pred, y[held])))
+        sq.append((np.asarray(pred.mean)[:, 0] - y[held]) ** 2)
+        lo, hi = pred.interval(0.9)
+        inside.append((np.asarray(lo)[:, 0] <= y[held]) & (y[held] <= np.asarray(hi)[:, 0]))
+    assert cv["log_likelihood"] == pytest.approx(np.mean(np.concatenate(ll)), rel=1e-5)
+    assert cv["rmse"] == pytest.approx(np.sqrt(np.mean(np.concatenate(sq))), rel=1e-5)
+    assert cv["coverage"] == pytest.approx(np.mean(np.concatenate(inside)))
+    assert cv["folds"] == 3 and len(cv["per_fold"]) == 3
+    with pytest.raises(ValueError, match=r"`folds` must lie between 2 and the number of rows \(30\); got 31"):
+        bnn.cross_validate(model, x, y, folds=31)

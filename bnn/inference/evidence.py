@@ -243,7 +243,12 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     learned_noise = isinstance(likelihood, Gaussian) and likelihood.learned
     spec = model.spec(x.shape[1])
     selected = spec.paths if selected is None else tuple(selected)
-    map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
+    # A learned noise starts at the spread of the targets, fixed for the first MAP fit: learned jointly
+    # with the weights it can shrink towards 0 on a small table (the network interpolating the rows),
+    # and the evidence at such a MAP keeps the tiny σ.
+    first = (_rescaled(model, 1.0, Gaussian(scale=max(float(np.std(y)), 1e-3), noise_prior_scale=likelihood.noise_prior_scale))
+             if learned_noise else model)
+    map_fit = fit_point(first, x, y, method="map", seed=seed, y_err=y_err, **map_options)
     num_steps = int(map_options.get("num_steps", 2000))
     if map_options.get("optimizer") is not None:
         refit_optimizer, refit_steps = map_options["optimizer"], num_steps
@@ -253,7 +258,7 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
         refit_optimizer = make_optimizer(None, REFIT_RATE_FRACTION * rate, DEFAULT_LEARNING_RATE, refit_steps)
     refit_optimizer = optax.with_extra_args_support(refit_optimizer)
     point = {k: v[0] for k, v in map_fit.draws.items()}
-    sigma = float(point[NOISE_SITE]) if learned_noise else None
+    sigma = first.likelihood.scale if learned_noise else None
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     base_stds = prior_stds(spec, selected)   # every scale is linear in the factor
     all_stds = prior_stds(spec, spec.paths)
