@@ -75,6 +75,9 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
 - **Larger tables: `method="ensemble"`** (10 MAP fits in one vectorised program, 10-50 s per
   split): it equals the published deep ensembles on kin8nm and power. On small, nearly
   noise-free tables its members can over-fit (yacht).
+- **On small tables add `tune_prior=True`** (any method; `bnn fit` does by default): prior and
+  noise scales from the evidence rather than Normal(0, 1) and a noise learned with the weights
+  (yacht's worst splits: MCLMC -0.75 to -1.17; the ensemble's worst -44.5 becomes -4.35).
 - **`method="svi"`** (guide started at the MAP fit) is never far off and beats PBP on all six
   data sets in seconds, but its intervals are too wide where the noise is small.
 - **MAP / MLE** give point predictions; with a learned noise scale MAP over-fits small tables
@@ -235,7 +238,6 @@ def run_fit(args) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import bnn
     from bnn import tables
     from bnn.compare import MIN_HELDOUT_COVERAGE, cross_validate, heldout_metrics
 
@@ -376,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="gaussian (learned noise; default), heteroscedastic, bernoulli (0/1) or categorical (0..K-1)")
     fit.add_argument("--hidden", type=_widths, default=(50,), help="hidden layer widths (default: 50)")
     fit.add_argument("--activation", default="relu", help="activation of the hidden layers (default: relu)")
-    fit.add_argument("--prior-scale", type=float, default=1.0, help="std of the Normal prior on every weight (default 1; the starting point of --tune-prior)")
+    fit.add_argument("--prior-scale", type=float, default=1.0,
+                     help="std of the Normal prior on every weight (default 1; the starting point of --tune-prior)")
     fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     fit.add_argument("--out", required=True, type=Path, help="folder for the saved fit and its report")
     predict = sub.add_parser("predict", help="predict a CSV table's rows with a fit saved by `bnn fit`")
