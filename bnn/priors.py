@@ -70,9 +70,10 @@ class Normal(Prior):
     latent site of the model, one per parameter array when the prior is given for the whole
     network, or one per key (shared by every array the key matches) inside a prior dict; the
     site is named ``"<path or key>.scale"`` (e.g. ``"Dense_0.kernel.scale"``, ``"*.bias.scale"``).
-    The samplers (NUTS, MCLMC) run such a model in non-centred coordinates
+    The samplers (NUTS, MCLMC) and SVI's guides run such a model in non-centred coordinates
     (weights = loc + scale · u with u standard normal), so the funnel between a scale and its
-    weights costs no divergences. Point methods (MLE, MAP, ensemble, Laplace) refuse it: a
+    weights costs no divergences (a mean-field guide then cannot represent the coupling of a
+    scale and its u, and under-disperses the scale). Point methods (MLE, MAP, ensemble, Laplace) refuse it: a
     mode over a scale and its weights jointly sits at scale → 0; choose the scale by the
     evidence instead (``fit(..., tune_prior=True)`` with a fixed-scale prior).
     """

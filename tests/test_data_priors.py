@@ -188,6 +188,18 @@ def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):
         assert float(potential(flat, x, y, y_err)) == pytest.approx(expected, rel=1e-5, abs=1e-3)
 
 
+def test_guide_sites_round_trip():
+    from bnn.inference.svi import from_guide_sites, to_guide_sites
+
+    priors = {"w": bnn.Normal(bnn.HalfNormal(1.0), loc=0.5), "b": bnn.Normal(1.0)}
+    values = {"w": np.array([[1.0, -2.0], [0.0, 3.0]]), "w.scale": np.array(2.0), "b": np.array([0.3])}
+    guide = to_guide_sites(values, {"w": "w.scale"}, priors)
+    np.testing.assert_allclose(guide["w_decentered"], (values["w"] - 0.5) / 2.0)
+    back = from_guide_sites({k: np.asarray(v)[None] for k, v in guide.items()}, {"w": "w.scale"}, priors)
+    for k, v in values.items():
+        np.testing.assert_allclose(back[k][0], v)
+
+
 def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
     x, y = sine_data
     net = bnn.MLP((4, 1), activation="tanh")
@@ -207,6 +219,9 @@ def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
         for site in scales:
             assert np.asarray(fit.draws[site]).shape[0] == fit.num_draws and np.all(np.asarray(fit.draws[site]) > 0)
     assert set(scales) <= set(fit.to_arviz().posterior.data_vars)
+    # SVI's guide is over the non-centred weights z = (w − loc) / scale, and w = loc + scale · z per draw
+    assert "Dense_0.kernel_decentered_auto_loc" in fit.info["guide_params"]
+    assert "Dense_0.kernel_auto_loc" not in fit.info["guide_params"]
     fit.save(tmp_path / "fit")
     loaded = bnn.load(tmp_path / "fit")
     assert loaded.model.prior == model.prior

@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer import SVI, Trace_ELBO, autoguide
 from numpyro.infer.initialization import init_to_value
+from numpyro.infer.reparam import LocScaleReparam
 from numpyro.optim import optax_to_numpyro
 
 from bnn import _checks
@@ -90,6 +91,26 @@ def minibatch_model(model: LiftedModel):
             return model.model(x, y, batch_size=idx.shape[0], y_err=y_err)
 
     return batched_model
+
+
+#: NumPyro's ``LocScaleReparam`` names a non-centred site ``"<site>_decentered"``.
+DECENTERED = "_decentered"
+
+
+def to_guide_sites(values: dict, scale_of: dict, priors: dict) -> dict:
+    """Site values -> the guide's sites: a hierarchical prior's weights ``w`` as ``(w − loc) / scale``."""
+    out = {k: v for k, v in values.items() if k not in scale_of}
+    out.update({p + DECENTERED: (values[p] - priors[p].loc) / values[site] for p, site in scale_of.items()})
+    return out
+
+
+def from_guide_sites(draws: dict, scale_of: dict, priors: dict) -> dict:
+    """Inverse of :func:`to_guide_sites` for draws with a leading draw axis ``{site: (num, ...)}``."""
+    out = {k: v for k, v in draws.items() if not k.endswith(DECENTERED)}
+    for p, site in scale_of.items():
+        z = draws[p + DECENTERED]
+        out[p] = priors[p].loc + draws[site].reshape(draws[site].shape + (1,) * (z.ndim - 1)) * z
+    return out
 
 
 def fit_svi(
@@ -187,6 +208,14 @@ def fit_svi(
         raise ValueError(f"`map_options` apply to init='map' only; got init={start_from!r}.")
 
     batched_model = minibatch_model(model)
+    spec = model.spec(x.shape[1])
+    scale_of = spec.scale_site()
+    guide_transforms = model.transforms(x.shape[1])
+    if scale_of:
+        # a hierarchical prior's weights are non-centred: the guide fits z = (w − loc) / scale ~ Normal(0, 1)
+        batched_model = handlers.reparam(batched_model, config={p: LocScaleReparam(centered=0) for p in scale_of})
+        init = to_guide_sites(init, scale_of, spec.priors)
+        guide_transforms = {(k + DECENTERED if k in scale_of else k): t for k, t in guide_transforms.items()}
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     xs, ys, es = shard_rows((xs, ys, es), mesh, n)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
@@ -233,7 +262,7 @@ def fit_svi(
             guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
             params = svi.get_params(state)
             if guide == "normal":
-                return params, mean_field_draws(params, model.transforms(x.shape[1]), key, num)
+                return params, mean_field_draws(params, guide_transforms, key, num)
             with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
                 return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
 
@@ -249,6 +278,7 @@ def fit_svi(
         lambda s, keys: scan_chunk(s, keys, init, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
     )
     params, posterior = finish(key_post, state, num_samples, init, xs, ys, es)
+    posterior = from_guide_sites(dict(posterior), scale_of, spec.priors) if scale_of else posterior
     latent = model.latent_sites(x.shape[1])
     draws = {k: jnp.asarray(posterior[k]) for k in latent}
     info = {
