@@ -616,7 +616,7 @@ def _extras(dataset: str, by: dict) -> list[str]:
             parts.append("prior scale factor " + ", ".join(f"{x['prior_scale_factor']:.3g}" for x in det
                                                            if "prior_scale_factor" in x))
             parts.append("tuning rounds " + ", ".join(str(int(x["tune_iterations"])) for x in det if "tune_iterations" in x)
-                         + " (at most 20)")
+                         + (" (at most 20: made before the cap of 10)" if m == 'laplace' else " (at most 10)"))
             noise = [x["tuned_noise_scale"] for x in det if "tuned_noise_scale" in x]
             if noise:
                 parts.append("noise scale " + ", ".join(f"{v:.3g}" for v in noise) + " (original units)")
