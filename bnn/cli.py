@@ -182,6 +182,13 @@ def auto_method(rows: int) -> str:
     return "mclmc" if rows <= AUTO_SAMPLER_ROWS else "ensemble"
 
 
+def auto_tune_prior(rows: int) -> bool:
+    """Whether `bnn fit` tunes the prior by default: on small tables the prior decides how far the network
+    may follow the data; on large ones the data decide (UCI kin8nm: the tuned ensemble scores 1.14 against
+    1.20 with Normal(0, 1))."""
+    return rows <= AUTO_SAMPLER_ROWS
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
@@ -222,7 +229,7 @@ def _model_for(likelihood: str, hidden: tuple[int, ...], activation: str, prior_
 
 def _prior_line(fit, tuned: bool) -> str:
     if not tuned:
-        return "Prior scale as given (--no-tune-prior)."
+        return f"Prior scale as given (not tuned: --no-tune-prior, or the default above {AUTO_SAMPLER_ROWS} rows)."
     noise = f", noise scale {fit.info['noise_scale']:.3g}" if "noise_scale" in fit.info else ""
     return (f"Prior scale {fit.info['prior_scale']:.3g}{noise} (standardised units) chosen by the evidence "
             f"(--tune-prior, {fit.info['tune_iterations']} round(s)).")
@@ -251,7 +258,7 @@ def run_fit(args) -> Path:
     _output_folder(out, tables.COLUMNS_FILE)
     model = _model_for(args.likelihood, args.hidden, args.activation, args.prior_scale, y)
     method = auto_method(len(x)) if args.method == "auto" else args.method
-    tune_prior = args.tune_prior
+    tune_prior = auto_tune_prior(len(x)) if args.tune_prior is None else args.tune_prior
     options = {"normalize": True, "tune_prior": tune_prior}
     if args.cv and not 2 <= args.cv <= len(x):
         raise ValueError(f"--cv must be 0 (off) or between 2 and the number of rows ({len(x)}); got {args.cv}.")
@@ -370,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
     fit.add_argument("--method", choices=FIT_METHODS, default="auto",
                      help=f"inference method (default auto: mclmc up to {AUTO_SAMPLER_ROWS} rows, ensemble above)")
-    fit.add_argument("--tune-prior", action=argparse.BooleanOptionalAction, default=True,
-                     help="choose the prior scale (and a learned noise scale) by the evidence (default: on)")
+    fit.add_argument("--tune-prior", action=argparse.BooleanOptionalAction, default=None,
+                     help=f"choose the prior scale (and a learned noise scale) by the evidence (default: on up to "
+                          f"{AUTO_SAMPLER_ROWS} rows, off above)")
     fit.add_argument("--cv", type=int, default=5,
                      help="folds of the cross-validation behind the held-out metrics (default 5; 0: off)")
     fit.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian",

@@ -123,6 +123,7 @@ def test_held_out_coverage_below_0_8_is_a_warning(tmp_path, capsys):
     assert code == 0 and train > 0.95 and held < 0.8, row
     assert "**Warning: held-out coverage of the 90 % interval" in report and "bnn fit: warning: held-out coverage" in err
     assert cli.auto_method(30) == "mclmc" and cli.auto_method(cli.AUTO_SAMPLER_ROWS + 1) == "ensemble"
+    assert cli.auto_tune_prior(30) and not cli.auto_tune_prior(cli.AUTO_SAMPLER_ROWS + 1)
 
 
 def test_cross_validate_pools_the_folds_of_hand_written_fits():

@@ -61,6 +61,25 @@ def test_every_method_runs_on_the_exact_evidence_maximiser(linear_data, exact_sc
     assert fit.info["tune_time"] > 0
 
 
+def test_tuning_with_known_errors_finds_the_exact_factor_on_them(linear_data):
+    """With y_err the learned noise is a factor σ on the reported errors: the evidence is
+    N(y; 0, σ² diag(e²) + σ_p² X Xᵀ), maximised exactly by scipy."""
+    x, y = linear_data
+    errors = np.linspace(0.5, 2.0, len(x)).astype(np.float32)
+    X, yy = _design(x), np.asarray(y, np.float64)[:, 0]
+
+    def log_evidence(h):
+        prior_scale, factor = np.exp(h)
+        cov = factor**2 * np.diag(errors.astype(np.float64) ** 2) + prior_scale**2 * X @ X.T
+        return stats.multivariate_normal(np.zeros(len(yy)), cov).logpdf(yy)
+
+    best = np.exp(optimize.minimize(lambda h: -log_evidence(h), [0.0, np.log(0.3)], method="BFGS").x)
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian())
+    fit = model.fit(x, y, method="map", y_err=errors, tune_prior=True, tune_options=LBFGS)
+    assert fit.info["prior_scale"] == pytest.approx(best[0], rel=1e-2)
+    assert fit.info["noise_scale"] == pytest.approx(best[1], rel=1e-2)
+
+
 def test_tuned_map_is_the_ridge_solution_at_the_tuned_scales(linear_data):
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))

@@ -245,13 +245,14 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     learned_noise = isinstance(likelihood, Gaussian) and likelihood.learned
     spec = model.spec(x.shape[1])
     selected = spec.paths if selected is None else tuple(selected)
-    # A learned noise starts at the spread of the targets, fixed for the first MAP fit: learned jointly
-    # with the weights it can shrink towards 0 on a small table (the network interpolating the rows),
-    # and the evidence at such a MAP keeps the tiny σ.
-    first = (_rescaled(model, 1.0, Gaussian(scale=max(float(np.std(y)), 1e-3), noise_prior_scale=likelihood.noise_prior_scale))
-             if learned_noise else model)
+    # A learned noise starts at the spread of the targets (with known errors y_err: at the factor 1 on
+    # them), fixed for the first MAP fit: learned jointly with the weights it can shrink towards 0 on a
+    # small table (the network interpolating the rows), and the evidence at such a MAP keeps the tiny σ.
+    sigma0 = 1.0 if y_err is not None else max(float(np.std(y)), 1e-3)
+    first = _rescaled(model, 1.0, Gaussian(scale=sigma0, noise_prior_scale=likelihood.noise_prior_scale)) \
+        if learned_noise else model
     map_fit = fit_point(first, x, y, method="map", seed=seed, y_err=y_err, **map_options)
-    num_steps = int(map_options.get("num_steps", 2000))
+    num_steps = int(map_options.get("num_steps", map_fit.info["num_steps"]))
     if map_options.get("optimizer") is not None:
         refit_optimizer, refit_steps = map_options["optimizer"], num_steps
     else:
