@@ -75,7 +75,7 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
 - **Larger tables: `method="ensemble"`** (10 MAP fits in one vectorised program, 10-50 s per
   split): it equals the published deep ensembles on kin8nm and power. On small, nearly
   noise-free tables its members can over-fit (yacht).
-- **On small tables add `tune_prior=True`** (any method; `bnn fit` does by default): prior and
+- **On small tables add `tune_prior=True`** (any method; `bnn fit` does by default up to 2000 rows): prior and
   noise scales from the evidence rather than Normal(0, 1) and a noise learned with the weights
   (yacht's worst splits: MCLMC -0.75 to -1.17; the ensemble's worst -44.5 becomes -4.35).
 - **`method="svi"`** (guide started at the MAP fit) is never far off and beats PBP on all six

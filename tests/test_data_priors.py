@@ -101,6 +101,8 @@ def test_tune_prior_bad_input(linear_data):
         model.fit(x, y, method="map", tune_prior=True, tune_options=10)
     with pytest.raises(ValueError, match="method='mle' has no prior"):
         model.fit(x, y, method="mle", tune_prior=True)
+    with pytest.raises(ValueError, match="`tune_options` apply with tune_prior=True only"):
+        model.fit(x, y, method="laplace", tune_options={"num_steps": 10})
 
 
 def test_anchored_members_are_exact_posterior_draws_of_the_linear_model(linear_data):

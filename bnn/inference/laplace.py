@@ -138,6 +138,7 @@ def fit_laplace(
     predictive: str = "glm",
     map_fit: Fit | None = None,
     tune_prior: bool = False,
+    tune_options: dict | None = None,
     y_err=None,
     **map_options,
 ) -> Fit:
@@ -154,6 +155,8 @@ def fit_laplace(
         maximising the Laplace evidence (see the module docs); the fit's ``model`` then
         carries the tuned prior, and ``info`` reports ``prior_scale_factor``, ``prior_scale``
         (for a single prior), ``noise_scale`` (learned noise) and ``tune_history``.
+      tune_options: MAP options of the tuning only (as for every method; ``map_options`` apply to
+        the tuning too).
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
       **map_options: options of that MAP fit (``num_steps``, ``optimizer``, ...).
 
@@ -167,6 +170,8 @@ def fit_laplace(
     num_samples = _checks.positive_int(num_samples, "num_samples")
     if not isinstance(tune_prior, bool):
         raise TypeError(f"`tune_prior` must be True or False; got {tune_prior!r}.")
+    if tune_options is not None and not tune_prior:
+        raise ValueError("`tune_options` apply with tune_prior=True only.")
     start = time.perf_counter()
     x, y = model.check_data(x, y)
     y_err = model.check_errors(y_err, y.shape)
@@ -175,7 +180,7 @@ def fit_laplace(
     if tune_prior:
         if map_fit is not None:
             raise ValueError("`tune_prior=True` refits the MAP under the tuned prior; it cannot take `map_fit`.")
-        result = tune(model, x, y, y_err, seed, selected, map_options)
+        result = tune(model, x, y, y_err, seed, selected, {**map_options, **(tune_options or {})})
         model, map_fit, tuned = result.laplace_model, result.map_fit, result.info
     elif map_fit is None:
         map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
