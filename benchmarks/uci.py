@@ -485,7 +485,8 @@ def report(records: list[dict], fast: bool = False) -> str:
     for name, (kind, _options, label) in METHODS.items():
         opts = ", ".join(f"{k}={v!r}" for k, v in method_options(name, fast)[1].items())
         made_at = f" (stored results made at the then default `{MADE_AT[name]}`)" if name in MADE_AT else ""
-        lines.append(f"- {label} (`{name}`): `fit(method={kind!r}{', ' + opts if opts else ''})`{made_at}")
+        prior = f" on a model with `prior={PRIORS[name]!r}`" if name in PRIORS else ""
+        lines.append(f"- {label} (`{name}`): `fit(method={kind!r}{', ' + opts if opts else ''})`{prior}{made_at}")
     if stale:
         lines += ["", f"({stale} stored records made with other settings are left out.)"]
 
