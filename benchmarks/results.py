@@ -22,6 +22,7 @@ SECTIONS = [
     ("COMPILE.md", "compile_times.py", "first-call (compilation) cost per method, with and without JAX's persistent cache"),
     ("SBC.md", "sbc.py", "simulation-based calibration of every inference method"),
     ("UCI.md", "uci.py", "UCI regression: test log-likelihood, RMSE, coverage and time per method, beside published results"),
+    ("CLASSIFICATION.md", "classification.py", "small-table classification: bnn's default paths against logistic regression"),
 ]
 
 
