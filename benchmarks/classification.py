@@ -23,12 +23,13 @@ import numpy as np
 import bnn
 
 HERE = Path(__file__).resolve().parent
-#: label -> (fit method, options)
+#: label -> (fit method, options, prior)
 METHODS = {
-    "ensemble": ("ensemble", {}),
-    "ensemble, tune_prior": ("ensemble", {"tune_prior": True}),
-    "mclmc, tune_prior (bnn fit)": ("mclmc", {"tune_prior": True}),
-    "laplace, tune_prior": ("laplace", {"tune_prior": True}),
+    "ensemble": ("ensemble", {}, bnn.Normal(1.0)),
+    "ensemble, tune_prior": ("ensemble", {"tune_prior": True}, bnn.Normal(1.0)),
+    "mclmc, tune_prior": ("mclmc", {"tune_prior": True}, bnn.Normal(1.0)),
+    "mclmc, HalfNormal(1) scales": ("mclmc", {}, bnn.Normal(scale=bnn.HalfNormal(1.0))),
+    "laplace, tune_prior": ("laplace", {"tune_prior": True}, bnn.Normal(1.0)),
 }
 
 
@@ -65,8 +66,8 @@ def run(splits: int) -> dict:
             order = np.random.default_rng(split).permutation(len(y))
             train, test = order[: int(0.8 * len(y))], order[int(0.8 * len(y)):]
             rows["logistic regression"].append(logistic_nll(x[train], y[train], x[test], y[test]))
-            for label, (method, options) in METHODS.items():
-                model = bnn.BNN(bnn.MLP((50, 1), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Bernoulli())
+            for label, (method, options, prior) in METHODS.items():
+                model = bnn.BNN(bnn.MLP((50, 1), activation="relu"), prior=prior, likelihood=bnn.Bernoulli())
                 start = time.perf_counter()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)

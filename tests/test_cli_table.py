@@ -30,7 +30,7 @@ def _run(capsys, *argv):
 def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     fit_dir = tmp_path / "fit"
     code, out, _ = _run(capsys, "fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "map",
-                        "--hidden", "8", "--no-tune-prior", "--cv", "3", "--out", fit_dir)
+                        "--hidden", "8", "--prior", "fixed", "--cv", "3", "--out", fit_dir)
     assert code == 0 and str(fit_dir) in out
     report = (fit_dir / "report.md").read_text()
     assert (fit_dir / "fit.png").stat().st_size > 0 and "| rmse |" in report
@@ -98,6 +98,8 @@ def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
         (("fit", data, "--target", "y", "--features", "a", "--out", blocker / "sub"), r"--out '.*sub' cannot be written"),
         (("fit", data, "--target", "y", "--features", "a", "--likelihood", "bernoulli", "--out", tmp_path / "o"), r"target 'y' must hold 0 or 1"),
         (("predict", tmp_path, data), r"was not written by `bnn fit`"),
+        (("fit", data, "--target", "y", "--features", "a", "--method", "map", "--prior", "hierarchical", "--cv", "0",
+          "--out", tmp_path / "o"), r"method='map' optimises the weights, and a sampled prior scale"),
         (("fit", data, "--target", "y", "--features", "a", "--cv", "1", "--out", tmp_path / "o"), r"--cv must be 0 \(off\) or between 2 and the number of rows \(48\); got 1"),
         (("predict", fit_dir, tmp_path / "only_a.csv"), r"has no column 'b'; its columns are 'a'"),
     ]
@@ -115,7 +117,7 @@ def test_held_out_coverage_below_0_8_is_a_warning(tmp_path, capsys):
     x = rng.normal(size=(30, 4))
     frame = pd.DataFrame(x, columns=list("abcd")).assign(y=x[:, 0] + rng.normal(size=30))
     frame.to_csv(tmp_path / "small.csv", index=False)
-    code, _, err = _run(capsys, "fit", tmp_path / "small.csv", "--target", "y", "--method", "map", "--no-tune-prior",
+    code, _, err = _run(capsys, "fit", tmp_path / "small.csv", "--target", "y", "--method", "map", "--prior", "fixed",
                         "--cv", "3", "--out", tmp_path / "f")
     report = (tmp_path / "f" / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| coverage of the 90 % interval"))
@@ -123,7 +125,8 @@ def test_held_out_coverage_below_0_8_is_a_warning(tmp_path, capsys):
     assert code == 0 and train > 0.95 and held < 0.8, row
     assert "**Warning: held-out coverage of the 90 % interval" in report and "bnn fit: warning: held-out coverage" in err
     assert cli.auto_method(30) == "mclmc" and cli.auto_method(cli.AUTO_SAMPLER_ROWS + 1) == "ensemble"
-    assert cli.auto_tune_prior(30) and not cli.auto_tune_prior(cli.AUTO_SAMPLER_ROWS + 1)
+    big = cli.AUTO_SAMPLER_ROWS + 1
+    assert cli.auto_prior(30) == "tuned" and cli.auto_prior(big) == "fixed"
 
 
 def test_cross_validate_pools_the_folds_of_hand_written_fits():
