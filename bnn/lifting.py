@@ -381,8 +381,10 @@ class LiftedModel:
         MAP fits that start a hierarchical model's chains; ``self`` when the prior has no sampled scales."""
         if not self.hierarchical:
             return self
-        return LiftedModel(self.module, prior=_priors.fixed_scale(self.prior), likelihood=self.likelihood,
-                           matmul_precision=self.matmul_precision)
+        # kept on the model, so the chains' MAP fits share its compiled programs
+        return self.compiled("point_model", lambda: LiftedModel(
+            self.module, prior=_priors.fixed_scale(self.prior), likelihood=self.likelihood,
+            matmul_precision=self.matmul_precision))
 
     # --- non-centred coordinates of the samplers ------------------------------------
 
