@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bnn import metrics
+from bnn import _checks, metrics
 from bnn.fit import Fit
 
 LEVELS = (0.5, 0.9, 0.95)
@@ -123,7 +123,7 @@ def heldout_metrics(pred, y, level: float = 0.9) -> dict[str, float]:
     (continuous targets) or ``accuracy`` (classes)."""
     out = {"log_likelihood": -float(np.mean(metrics.nll(pred, y)))}
     if pred.continuous:
-        out["rmse"] = float(np.sqrt(np.mean(np.square(np.asarray(pred.mean) - np.asarray(y)))))
+        out["rmse"] = float(np.sqrt(np.mean(np.square(metrics.rmse(pred.mean, y)))))  # over every column
         out["coverage"] = float(np.mean(metrics.coverage(pred, y, level)))
     else:
         out["accuracy"] = float(np.mean(metrics.accuracy(pred, y)))
@@ -153,8 +153,6 @@ def cross_validate(model, x, y, method: str = "map", folds: int = 5, seed: int =
       >>> cv = bnn.compare.cross_validate(model, x, y, method="map", folds=5, normalize=True)
       >>> cv["coverage"]   # should be near 0.9 for honest intervals
     """
-    from bnn import _checks
-
     x, y = model.check_data(x, y)
     n = x.shape[0]
     folds = _checks.positive_int(folds, "folds")

@@ -403,20 +403,28 @@ class LiftedModel:
             if site not in scale_of:
                 values[site] = transforms[site](value)
                 log_det = log_det + jnp.sum(transforms[site].log_abs_det_jacobian(value, values[site]))
+        values.update(self.centred(u, values, num_features))
         for path, site in scale_of.items():
-            scale = values[site]
-            values[path] = spec.priors[path].loc + scale * u[path]
-            log_det = log_det + u[path].size * jnp.log(scale)
+            log_det = log_det + u[path].size * jnp.log(values[site])
         return values, log_det
 
     def unconstrain(self, values: Mapping[str, jax.Array], num_features: int) -> dict[str, jax.Array]:
         """Inverse of :meth:`constrain` (site values -> sampler coordinates)."""
-        spec = self.spec(num_features)
         transforms = self.transforms(num_features)
-        scale_of = spec.scale_site()
+        scale_of = self.spec(num_features).scale_site()
         u = {k: transforms[k].inv(v) for k, v in values.items() if k not in scale_of}
-        u.update({p: (values[p] - spec.priors[p].loc) / values[site] for p, site in scale_of.items()})
+        u.update(self.noncentred(values, num_features))
         return u
+
+    def noncentred(self, values: Mapping[str, jax.Array], num_features: int) -> dict[str, jax.Array]:
+        """``{path: (w − loc) / scale}`` for the weights under a sampled scale (``values`` holds both)."""
+        spec = self.spec(num_features)
+        return {p: (values[p] - spec.priors[p].loc) / values[site] for p, site in spec.scale_site().items()}
+
+    def centred(self, z: Mapping[str, jax.Array], scales: Mapping[str, jax.Array], num_features: int) -> dict:
+        """Inverse of :meth:`noncentred`: ``{path: loc + scale · z}``, the scales read from ``scales``."""
+        spec = self.spec(num_features)
+        return {p: spec.priors[p].loc + scales[site] * z[p] for p, site in spec.scale_site().items()}
 
     # --- compiled programs ---------------------------------------------------------
 

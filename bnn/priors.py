@@ -94,6 +94,12 @@ class Normal(Prior):
         """Whether the scale is a sampled site (a :class:`HalfNormal` hyperprior)."""
         return isinstance(self.scale, HalfNormal)
 
+    def std(self, shape: tuple[int, ...]) -> float:
+        """The prior standard deviation of each entry of an array of ``shape`` (a fixed scale only)."""
+        if self.hierarchical:
+            raise ValueError(f"{self!r} samples its scale; it has no fixed standard deviation.")
+        return self.scale
+
     def distribution(self, shape, scale=None):
         """``scale``: the sampled scale (a scalar array) of a hierarchical prior; ignored otherwise."""
         if self.hierarchical and scale is None:

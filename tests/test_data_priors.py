@@ -212,11 +212,13 @@ def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):
 def test_guide_sites_round_trip():
     from bnn.inference.svi import from_guide_sites, to_guide_sites
 
-    priors = {"w": bnn.Normal(bnn.HalfNormal(1.0), loc=0.5), "b": bnn.Normal(1.0)}
-    values = {"w": np.array([[1.0, -2.0], [0.0, 3.0]]), "w.scale": np.array(2.0), "b": np.array([0.3])}
-    guide = to_guide_sites(values, {"w": "w.scale"}, priors)
-    np.testing.assert_allclose(guide["w_decentered"], (values["w"] - 0.5) / 2.0)
-    back = from_guide_sites({k: np.asarray(v)[None] for k, v in guide.items()}, {"w": "w.scale"}, priors)
+    prior = {"Dense_0.kernel": bnn.Normal(bnn.HalfNormal(1.0), loc=0.5), "Dense_0.bias": bnn.Normal(1.0)}
+    model = bnn.BNN(bnn.MLP((2,)), prior=prior, likelihood=bnn.Gaussian(scale=1.0))
+    values = {"Dense_0.kernel": np.array([[1.0, -2.0], [0.0, 3.0]]), "Dense_0.kernel.scale": np.array(2.0),
+              "Dense_0.bias": np.array([0.3, 0.1])}
+    guide = to_guide_sites(model, values, 2)
+    np.testing.assert_allclose(guide["Dense_0.kernel_decentered"], (values["Dense_0.kernel"] - 0.5) / 2.0)
+    back = from_guide_sites(model, {k: np.asarray(v)[None] for k, v in guide.items()}, 2)
     for k, v in values.items():
         np.testing.assert_allclose(back[k][0], v)
 

@@ -41,7 +41,6 @@ from bnn.inference._loop import (
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, split_validation
 from bnn.lifting import LiftedModel, flatten_params
 from bnn.likelihoods import Gaussian
-from bnn.priors import FanInNormal
 
 OBJECTIVES = ("map", "mle")
 
@@ -62,12 +61,7 @@ def _member_starts(model: LiftedModel, x: np.ndarray, y: np.ndarray, keys: jax.A
 def _prior_precisions(model: LiftedModel, num_features: int) -> dict[str, jax.Array]:
     """``{path: 1 / prior variance}`` per entry of every network parameter (zero-mean Normal / FanInNormal)."""
     spec = model.spec(num_features)
-    out = {}
-    for path, shape in zip(spec.paths, spec.shapes):
-        prior = spec.priors[path]
-        std = prior.std(shape) if isinstance(prior, FanInNormal) else prior.scale
-        out[path] = _checks.floats(1.0 / std**2)
-    return out
+    return {path: _checks.floats(1.0 / spec.priors[path].std(shape) ** 2) for path, shape in zip(spec.paths, spec.shapes)}
 
 
 def _build_members_program(model: LiftedModel, objective: str, optimizer, n: int, num_features: int,

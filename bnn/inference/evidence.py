@@ -114,12 +114,8 @@ def scaled_prior(prior, factor: float):
 
 def prior_stds(spec, selected: tuple[str, ...]) -> jax.Array:
     """Prior standard deviation of every entry of the selected parameters, in ravel order."""
-    def std(path, shape):
-        prior = spec.priors[path]
-        return prior.std(shape) if isinstance(prior, FanInNormal) else prior.scale
-
     shapes = dict(zip(spec.paths, spec.shapes))
-    flat, _ = ravel_pytree({p: jnp.full(shapes[p], std(p, shapes[p]), _checks.float_dtype()) for p in selected})
+    flat, _ = ravel_pytree({p: jnp.full(shapes[p], spec.priors[p].std(shapes[p]), _checks.float_dtype()) for p in selected})
     return flat
 
 
@@ -134,7 +130,7 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
 
         log Z = log p(y | θ*, σ) − Σᵢ θᵢ² / (2 c² sᵢ²) − ½ Σₖ log(1 + (c σ₀/σ)² λₖ)
 
-    with λₖ the eigenvalues of S G₀ S (:func:`_whitened_spectrum`), computed once: no factorisation
+    with λₖ the eigenvalues of S G₀ S (:func:`whitened_spectrum`), computed once: no factorisation
     inside the optimisation, and no failure where the posterior precision is nearly singular.
     """
     optimizer = optax.lbfgs()
@@ -177,7 +173,7 @@ def _rescaled(model: LiftedModel, factor: float, likelihood) -> LiftedModel:
                        matmul_precision=model.matmul_precision)
 
 
-def _refit_program(model: LiftedModel, unravel, num_features: int, optimizer, num_steps: int, learned_noise: bool):
+def _refit_program(model: LiftedModel, unravel, optimizer, num_steps: int, learned_noise: bool):
     """Jitted ``(θ, inv_var, σ, xs, ys, es) -> θ``: ``num_steps`` of ``optimizer`` on the MAP objective
     ``[−Σ log p(y | θ, σ) + ½ Σ inv_var · θ²] / N`` from θ (a flat vector of every network parameter).
 
@@ -270,8 +266,7 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     evidence_program = model.compiled(("evidence", selected, x.shape[1], learned_noise),
                                       lambda: _evidence_program(model, unravel_selected, learned_noise))
     refit = model.compiled(("evidence_refit", x.shape[1], learned_noise, optimizer_key(refit_optimizer), refit_steps),
-                           lambda: _refit_program(model, unravel_all, x.shape[1], refit_optimizer, refit_steps,
-                                                  learned_noise))
+                           lambda: _refit_program(model, unravel_all, refit_optimizer, refit_steps, learned_noise))
     factor, history, evidence = 1.0, [], np.nan
     best, since = None, 0
     for _ in range(TUNE_ITERATIONS):

@@ -97,20 +97,19 @@ def minibatch_model(model: LiftedModel):
 DECENTERED = "_decentered"
 
 
-def to_guide_sites(values: dict, scale_of: dict, priors: dict) -> dict:
+def to_guide_sites(model: LiftedModel, values: dict, num_features: int) -> dict:
     """Site values -> the guide's sites: a hierarchical prior's weights ``w`` as ``(w − loc) / scale``."""
-    out = {k: v for k, v in values.items() if k not in scale_of}
-    out.update({p + DECENTERED: (values[p] - priors[p].loc) / values[site] for p, site in scale_of.items()})
-    return out
+    z = model.noncentred(values, num_features)
+    return {**{k: v for k, v in values.items() if k not in z}, **{p + DECENTERED: v for p, v in z.items()}}
 
 
-def from_guide_sites(draws: dict, scale_of: dict, priors: dict) -> dict:
+def from_guide_sites(model: LiftedModel, draws: dict, num_features: int) -> dict:
     """Inverse of :func:`to_guide_sites` for draws with a leading draw axis ``{site: (num, ...)}``."""
-    out = {k: v for k, v in draws.items() if not k.endswith(DECENTERED)}
-    for p, site in scale_of.items():
-        z = draws[p + DECENTERED]
-        out[p] = priors[p].loc + draws[site].reshape(draws[site].shape + (1,) * (z.ndim - 1)) * z
-    return out
+    def one(d):
+        z = {k[: -len(DECENTERED)]: v for k, v in d.items() if k.endswith(DECENTERED)}
+        return {**{k: v for k, v in d.items() if not k.endswith(DECENTERED)}, **model.centred(z, d, num_features)}
+
+    return jax.vmap(one)(draws)
 
 
 def fit_svi(
@@ -208,13 +207,12 @@ def fit_svi(
         raise ValueError(f"`map_options` apply to init='map' only; got init={start_from!r}.")
 
     batched_model = minibatch_model(model)
-    spec = model.spec(x.shape[1])
-    scale_of = spec.scale_site()
+    scale_of = model.spec(x.shape[1]).scale_site()
     guide_transforms = model.transforms(x.shape[1])
     if scale_of:
         # a hierarchical prior's weights are non-centred: the guide fits z = (w − loc) / scale ~ Normal(0, 1)
         batched_model = handlers.reparam(batched_model, config={p: LocScaleReparam(centered=0) for p in scale_of})
-        init = to_guide_sites(init, scale_of, spec.priors)
+        init = to_guide_sites(model, init, x.shape[1])
         guide_transforms = {(k + DECENTERED if k in scale_of else k): t for k, t in guide_transforms.items()}
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     xs, ys, es = shard_rows((xs, ys, es), mesh, n)
@@ -278,7 +276,7 @@ def fit_svi(
         lambda s, keys: scan_chunk(s, keys, init, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
     )
     params, posterior = finish(key_post, state, num_samples, init, xs, ys, es)
-    posterior = from_guide_sites(dict(posterior), scale_of, spec.priors) if scale_of else posterior
+    posterior = from_guide_sites(model, dict(posterior), x.shape[1]) if scale_of else posterior
     latent = model.latent_sites(x.shape[1])
     draws = {k: jnp.asarray(posterior[k]) for k in latent}
     info = {
