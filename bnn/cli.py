@@ -255,11 +255,9 @@ def run_fit(args) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
 
-    from bnn import tables
-    from bnn.compare import MIN_HELDOUT_COVERAGE, cross_validate, heldout_metrics
+    from bnn import io, tables
+    from bnn.compare import cross_validate
 
     features = [c.strip() for c in args.features.split(",") if c.strip()] if args.features else None
     frame = tables.read_table(args.data, None if features is None else features + [args.target])
@@ -280,8 +278,22 @@ def run_fit(args) -> Path:
         fit = model.fit(x, y, method=method, seed=args.seed, progress_bar=True, **options)
         heldout = (cross_validate(model, x, y, method=method, folds=args.cv, seed=args.seed, **options)
                    if args.cv else None)
-    fit.save(out, overwrite=True)
-    tables.Columns(tuple(features), args.target, args.likelihood).save(out)
+    with io.replacing(out) as folder:  # an interrupted run leaves an earlier fit in `out` as it was
+        _write_fit_folder(folder, fit, model, args, features, x, y, heldout, method, prior, seen)
+    return out / "report.md"
+
+
+def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, method, prior, seen) -> None:
+    """The files of ``bnn fit``'s output: the saved fit, its columns, the report and its figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from bnn import io, tables
+    from bnn.compare import MIN_HELDOUT_COVERAGE, heldout_metrics
+
+    out = Path(args.out)
+    io.write(fit, folder)
+    tables.Columns(tuple(features), args.target, args.likelihood).save(folder)
 
     pred = fit.predict(x)
     lines = [f"# bnn fit: {Path(args.data).name}", "",
@@ -319,15 +331,13 @@ def run_fit(args) -> Path:
         ax.set_xlabel(f"observed {args.target}")
         ax.set_ylabel(f"predicted {args.target}")
         ax.legend(frameon=False)
-        fig.savefig(out / "fit.png", dpi=110, bbox_inches="tight")
+        fig.savefig(folder / "fit.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         lines += ["", "![observed vs predicted on the training rows](fit.png)"]
     if seen:
         lines += ["", "## Warnings", ""] + [f"- {w.message}" for w in seen]
     lines += ["", f"Predict new rows with `bnn predict {out} NEW.csv --out predictions.csv`."]
-    report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    return report
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
 
 
 def run_predict(args) -> str:

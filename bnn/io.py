@@ -28,10 +28,14 @@ the model and its :class:`bnn.Fit` from them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io as _io
 import json
 import math
+import os
+import shutil
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -159,14 +163,25 @@ def _join_info(scalars: dict, arrays: dict) -> dict:
 def save(fit: Fit, path, overwrite: bool = False) -> Path:
     """Write ``fit`` to the folder ``path`` (see the module docs for the layout).
 
+    The files are written into a new folder beside ``path``, which then replaces ``path`` by
+    renames: a save that is interrupted (a killed process, a full disk) leaves the previous
+    contents of ``path`` as they were, and a half-written fit is never found at ``path``.
+
     Raises:
-      FileExistsError: ``path`` exists and is not empty, unless ``overwrite=True``.
+      FileExistsError: ``path`` exists and is not empty, unless ``overwrite=True``; with
+        ``overwrite=True``, ``path`` holds files other than a saved fit's (they would be lost).
     """
     if not all(hasattr(fit, a) for a in ("model", "draws", "method", "info")):
         raise TypeError(f"`fit` must be a bnn.Fit; got {type(fit).__name__}.")
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists and is not empty; pass overwrite=True to replace its fit.")
+    _check_target(path, overwrite)
+    with replacing(path) as folder:
+        write(fit, folder)
+    return path
+
+
+def write(fit: Fit, folder: Path) -> None:
+    """Write the files of ``fit`` into the existing folder ``folder``: arrays.npz, then spec.json."""
     model = fit.model
     arrays = {f"draws/{k}": np.asarray(v) for k, v in fit.draws.items()}
     if fit.linearize_at is not None:
@@ -195,10 +210,70 @@ def save(fit: Fit, path, overwrite: bool = False) -> Path:
         "info": scalars,
         "arrays_sha256": hashlib.sha256(payload).hexdigest(),
     }
-    path.mkdir(parents=True, exist_ok=True)
-    (path / ARRAYS).write_bytes(payload)
-    (path / SPEC).write_text(json.dumps(spec, indent=2))
-    return path
+    _write_durably(folder / ARRAYS, payload)
+    _write_spec(folder / SPEC, spec)
+
+
+@contextlib.contextmanager
+def replacing(path: Path):
+    """Yield a new empty folder beside ``path`` that replaces ``path`` once the block succeeds.
+
+    What the block writes appears at ``path`` only complete: if it raises (or the process
+    dies), ``path`` keeps its previous contents and the staging folder is removed (or, after
+    a kill, left as a hidden ``.<name>.saving-*`` folder beside it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+    try:
+        yield staging
+        _swap_in(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_target(path: Path, overwrite: bool) -> None:
+    """Refuse a target that holds anything a save would lose (see :func:`save`)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{str(path)!r} exists and is a file, not a folder for a saved fit.")
+    entries = {entry.name for entry in path.iterdir()}
+    if entries and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists and is not empty; pass overwrite=True to replace its fit.")
+    others = sorted(entries - {ARRAYS, SPEC})
+    if others:
+        raise FileExistsError(
+            f"{str(path)!r} holds files other than a saved fit ({', '.join(others[:5])}"
+            f"{', ...' if len(others) > 5 else ''}); a save replaces the whole folder, so give a new or empty one."
+        )
+
+
+def _write_durably(file: Path, data: bytes) -> None:
+    with open(file, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_spec(file: Path, spec: dict) -> None:
+    """Write spec.json, the last file of a save (a reader checks the arrays against its checksum)."""
+    _write_durably(file, json.dumps(spec, indent=2).encode())
+
+
+def _swap_in(staging: Path, path: Path) -> None:
+    """Put the complete folder ``staging`` at ``path``; an existing ``path`` is restored if that fails."""
+    if not path.exists():
+        os.rename(staging, path)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.replaced-", dir=path.parent))
+    os.rmdir(retired)  # a free name beside `path`, on the same file system
+    os.rename(path, retired)
+    try:
+        os.rename(staging, path)
+    except BaseException:
+        os.rename(retired, path)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _read_spec(path: Path) -> dict:

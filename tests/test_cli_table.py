@@ -61,6 +61,26 @@ def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     assert "held-out rows (3-fold cross-validation)" in report
 
 
+def test_an_interrupted_rerun_leaves_the_earlier_output(table, tmp_path, capsys, monkeypatch):
+    fit_dir = tmp_path / "fit"
+    argv = ["fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "map", "--hidden", "4", "--prior", "fixed",
+            "--cv", "0", "--out", fit_dir]
+    assert _run(capsys, *argv)[0] == 0
+    before = {p.name: p.read_bytes() for p in fit_dir.iterdir()}
+    real = cli._write_fit_folder
+
+    def killed_midway(folder, *args):
+        real(folder, *args)
+        (folder / "report.md").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_write_fit_folder", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(list(map(str, argv[:-4] + ["--seed", "1"] + argv[-4:])))
+    assert {p.name: p.read_bytes() for p in fit_dir.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fit"]
+
+
 def test_categorical_predictions_are_class_probabilities(table, tmp_path, capsys):
     fit_dir = tmp_path / "cls"
     code, _, err = _run(capsys, "fit", table / "data.csv", "--target", "label", "--features", "a,b", "--method", "ensemble",

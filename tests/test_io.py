@@ -133,6 +133,36 @@ def test_save_refuses_to_overwrite_and_custom_networks_load_with_module(saved, t
         bnn.load(tmp_path / "custom", module=bnn.MLP((2, 1)))
 
 
+def test_an_interrupted_save_keeps_the_previous_fit(saved, monkeypatch):
+    old = bnn.load(saved)
+    new = bnn.BNN(bnn.MLP((4, 1)), likelihood=bnn.Gaussian(scale=0.1)).fit(X, Y, num_steps=10)
+
+    def disk_full(file, spec):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bnn.io, "_write_spec", disk_full)  # arrays.npz written, spec.json fails
+    with pytest.raises(OSError, match="No space left"):
+        new.save(saved, overwrite=True)
+    _assert_same_predictions(old, bnn.load(saved), GRID)
+    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]  # no staging folder left behind
+    monkeypatch.undo()
+    new.save(saved, overwrite=True)
+    _assert_same_predictions(new, bnn.load(saved), GRID)
+    assert sorted(p.name for p in saved.iterdir()) == ["arrays.npz", "spec.json"]
+    assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
+
+
+def test_overwrite_never_deletes_other_files(saved):
+    fit = bnn.load(saved)
+    (saved / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"holds files other than a saved fit \(notes.txt\)"):
+        fit.save(saved, overwrite=True)
+    assert (saved / "notes.txt").read_text() == "mine"
+    (saved.parent / "file").write_text("")
+    with pytest.raises(FileExistsError, match="is a file"):
+        fit.save(saved.parent / "file", overwrite=True)
+
+
 def test_custom_initializers_are_flagged_on_load(tmp_path):
     import flax.linen as nn
 
