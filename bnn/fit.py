@@ -131,7 +131,7 @@ class Fit:
         x, y, y_err = self._observed(x, y, y_err)
         if self.normalizer is not None:
             x, y, y_err = self.normalizer.inputs(x), self.normalizer.targets(y), self.normalizer.errors(y_err)
-        fn = self.model.compiled(("log_likelihood",), lambda: build_log_likelihood(self.model))
+        fn = self.model.program(build_log_likelihood)
         y_err = None if y_err is None else jnp.asarray(y_err)
         out = np.asarray(fn(self.draws, jnp.asarray(x), jnp.asarray(y), self.linearize_at, y_err))
         return out + (0.0 if self.normalizer is None else self.normalizer.log_jacobian())

@@ -35,6 +35,7 @@ from numpyro import handlers
 
 from bnn import _checks
 from bnn import priors as _priors
+from bnn._programs import Programs
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Categorical, Gaussian, Likelihood
 from bnn.nnx_bridge import NNXModule
 
@@ -140,7 +141,7 @@ class LiftedModel:
         self.likelihood = likelihood
         self.matmul_precision = _checks.one_of(matmul_precision, "matmul_precision", MATMUL_PRECISIONS)
         self._specs: dict[int, ParamSpec] = {}
-        self._compiled: dict[Any, Any] = {}
+        self._programs = Programs()
 
     def __repr__(self) -> str:
         precision = "" if self.matmul_precision == "highest" else f", matmul_precision={self.matmul_precision!r}"
@@ -221,7 +222,7 @@ class LiftedModel:
         programs, about 1 s of a first fit). (Vectorised over keys it compiles for longer than
         it saves over a loop of calls.)
         """
-        return self.compiled(("module_init", width), lambda: _run_once(self.module.init))
+        return self.program(_module_init_program, width=width)
 
     # --- the NumPyro model ---------------------------------------------------------
 
@@ -309,14 +310,7 @@ class LiftedModel:
         """Draws of every latent site from the prior, ``{site: (num_samples, *shape)}``."""
         num_samples = _checks.positive_int(num_samples, "num_samples")
         key = _checks.as_seed_key(seed)
-
-        def build():
-            predictive = numpyro.infer.Predictive(
-                self.model, num_samples=num_samples, return_sites=list(self.latent_sites(num_features))
-            )
-            return jax.jit(lambda k: predictive(k, jnp.zeros((1, num_features), _checks.float_dtype())))
-
-        return self.compiled(("prior", num_features, num_samples), build)(key)
+        return self.program(_prior_program, num_features=num_features, num_samples=num_samples)(key)
 
     # --- data --------------------------------------------------------------------------
 
@@ -382,9 +376,7 @@ class LiftedModel:
         if not self.hierarchical:
             return self
         # kept on the model, so the chains' MAP fits share its compiled programs
-        return self.compiled("point_model", lambda: LiftedModel(
-            self.module, prior=_priors.fixed_scale(self.prior), likelihood=self.likelihood,
-            matmul_precision=self.matmul_precision))
+        return self.program(_point_model)
 
     # --- non-centred coordinates of the samplers ------------------------------------
 
@@ -428,12 +420,30 @@ class LiftedModel:
 
     # --- compiled programs ---------------------------------------------------------
 
-    def compiled(self, key, build):
-        """A compiled function cached on the model under ``key`` (built once by ``build()``).
+    def program(self, build, /, **settings):
+        """``build(self, **settings)``: a compiled program, built once per builder, settings and float type.
 
-        The cache is per float type, so a model used under ``jax.enable_x64`` gets float64 programs.
+        ``build`` is a module-level function; the cache key is derived from it and the settings
+        (see :mod:`bnn._programs`), so a model used under ``jax.enable_x64`` gets float64 programs
+        and every setting a builder sees is part of its key.
         """
-        key = (key, _checks.float_dtype())
-        if key not in self._compiled:
-            self._compiled[key] = build()
-        return self._compiled[key]
+        return self._programs.get(build, self, **settings)
+
+
+# --- program builders (see LiftedModel.program) ----------------------------------------
+
+
+def _module_init_program(model: LiftedModel, width: int):
+    del width  # one program per input width
+    return _run_once(model.module.init)
+
+
+def _prior_program(model: LiftedModel, num_features: int, num_samples: int):
+    predictive = numpyro.infer.Predictive(model.model, num_samples=num_samples,
+                                          return_sites=list(model.latent_sites(num_features)))
+    return jax.jit(lambda k: predictive(k, jnp.zeros((1, num_features), _checks.float_dtype())))
+
+
+def _point_model(model: LiftedModel) -> LiftedModel:
+    return LiftedModel(model.module, prior=_priors.fixed_scale(model.prior), likelihood=model.likelihood,
+                       matmul_precision=model.matmul_precision)

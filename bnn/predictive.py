@@ -281,7 +281,7 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
     num_draws = int(jax.tree.leaves(draws)[0].shape[0])
     n = x.shape[0]
     chunk = _chunk_size(num_draws, n, spec.width, batch_size)
-    fn = model.compiled(("moments", y_key is not None), lambda: _build_moments(model, y_key is not None))
+    fn = model.program(_build_moments, with_y=y_key is not None)
     key = jax.random.PRNGKey(0) if y_key is None else y_key
     means, variances, ys = [], [], []
     for i, start in enumerate(range(0, n, chunk)):

@@ -89,7 +89,7 @@ def test_repeat_fits_reuse_one_program_and_match_a_fresh_model(linear_data, caps
     model = new_model()
     model.fit(x, y, method="nuts", seed=0, num_samples=30, **options)
     again = model.fit(x, y2, method="nuts", seed=1, num_samples=250, progress_bar=True, **options)
-    programs = [v for k, v in model._compiled.items() if k[0][0] == "nuts"]
+    programs = model._programs.built_by(bnn.inference.mcmc._build)
     assert len(programs) == 1 and [f._cache_size() for f in programs[0]] == [1, 1]
     fresh = new_model().fit(x, y2, method="nuts", seed=1, num_samples=250, **options)
     np.testing.assert_array_equal(again.draws["Dense_0.kernel"], fresh.draws["Dense_0.kernel"])

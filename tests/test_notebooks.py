@@ -71,6 +71,7 @@ def test_notebook_is_stored_with_outputs(path):
     assert "FAST=False" in first, f"{path.name}: stored outputs must come from the full settings"
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     nb, seconds = run.execute(path, fast=True, scratch=tmp_path)

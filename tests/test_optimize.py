@@ -220,12 +220,12 @@ def test_equal_optax_optimizers_share_compiled_programs(sine_data):
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((5, 1), activation="tanh"), likelihood=bnn.Gaussian(scale=0.1))
     first = model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(1e-2))
-    programs = len(model._compiled)
+    programs = len(model._programs)
     again = model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(1e-2))
-    assert len(model._compiled) == programs
+    assert len(model._programs) == programs
     np.testing.assert_array_equal(np.asarray(first.info["loss"]), np.asarray(again.info["loss"]))
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
-    assert len(model._compiled) == programs + 1
+    assert len(model._programs) == programs + 1
     model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(2e-2))
-    assert len(model._compiled) == programs + 2
+    assert len(model._programs) == programs + 2

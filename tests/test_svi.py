@@ -15,7 +15,7 @@ def _model():
 
 
 def _svi_programs(model):
-    return [k for k in model._compiled if k[0][0] == "svi"]
+    return model._programs.built_by(bnn.inference.svi._svi_programs)
 
 
 def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():

@@ -32,7 +32,6 @@ from bnn.inference._loop import (
     chunk_length,
     loss_settled,
     make_optimizer,
-    optimizer_key,
     resolve_mesh,
     run_in_chunks,
     shard_rows,
@@ -181,11 +180,9 @@ def fit_ensemble(
         raise ValueError("`anchored=True` re-centres each member's prior; it needs objective='map', got 'mle'.")
     anchors, member_ys = _anchors(model, y, y_err, num_features, num_members, jax.random.fold_in(key, 3)) \
         if anchored else (None, None)
-    program = model.compiled(
-        ("ensemble", objective, optimizer_key(optimizer), batch_size, n, num_features, num_members, anchored,
-         member_ys is not None),
-        lambda: _build_members_program(model, objective, optimizer, n, num_features, batch_size, num_members,
-                                       anchored, member_ys is not None),
+    program = model.program(
+        _build_members_program, objective=objective, optimizer=optimizer, n=n, num_features=num_features,
+        batch_size=batch_size, num_members=num_members, anchored=anchored, perturbed=member_ys is not None,
     )
     opt_state0 = jax.vmap(optimizer.init)(u0)
     data = jax.tree.map(jnp.asarray, (x, y, y_err))

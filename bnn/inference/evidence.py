@@ -41,8 +41,8 @@ from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import make_optimizer, optimizer_key
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, fit_point
+from bnn.inference._loop import make_optimizer
+from bnn.inference.optimize import DEFAULT_LEARNING_RATE, FlatLayout, fit_point
 from bnn.lifting import LiftedModel
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Gaussian
 from bnn.priors import FanInNormal, Normal, Prior
@@ -261,12 +261,12 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     base_stds = prior_stds(spec, selected)   # every scale is linear in the factor
     all_stds = prior_stds(spec, spec.paths)
-    theta_all, unravel_all = ravel_pytree({p: point[p] for p in spec.paths})
-    _, unravel_selected = ravel_pytree({p: point[p] for p in selected})
-    evidence_program = model.compiled(("evidence", selected, x.shape[1], learned_noise),
-                                      lambda: _evidence_program(model, unravel_selected, learned_noise))
-    refit = model.compiled(("evidence_refit", x.shape[1], learned_noise, optimizer_key(refit_optimizer), refit_steps),
-                           lambda: _refit_program(model, unravel_all, refit_optimizer, refit_steps, learned_noise))
+    theta_all, _ = ravel_pytree({p: point[p] for p in spec.paths})
+    unravel_all = FlatLayout.of({p: point[p] for p in spec.paths})
+    evidence_program = model.program(_evidence_program, unravel=FlatLayout.of({p: point[p] for p in selected}),
+                                     learned_noise=learned_noise)
+    refit = model.program(_refit_program, unravel=unravel_all,
+                          optimizer=refit_optimizer, num_steps=refit_steps, learned_noise=learned_noise)
     factor, history, evidence = 1.0, [], np.nan
     best, since = None, 0
     for _ in range(TUNE_ITERATIONS):

@@ -50,7 +50,7 @@ from jax.flatten_util import ravel_pytree
 from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference.evidence import prior_stds, tune, whitened_spectrum
-from bnn.inference.optimize import fit_point
+from bnn.inference.optimize import FlatLayout, fit_point
 from bnn.lifting import LiftedModel
 
 HESSIANS = ("ggn", "full")
@@ -192,7 +192,8 @@ def fit_laplace(
         raise ValueError("`map_fit` and this Laplace fit must both use `y_err`, or neither.")
     spec = model.spec(x.shape[1])
     point = {k: v[0] for k, v in map_fit.draws.items()}
-    theta_star, unravel = ravel_pytree({p: point[p] for p in selected})
+    theta_star, _ = ravel_pytree({p: point[p] for p in selected})
+    unravel = FlatLayout.of({p: point[p] for p in selected})
     dim = theta_star.shape[0]
     if dim > MAX_DIM:
         raise ValueError(
@@ -201,8 +202,7 @@ def fit_laplace(
         )
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     key = jax.random.fold_in(_checks.as_seed_key(seed), 5)
-    program = model.compiled(("laplace", hessian, selected, num_samples, x.shape[1]),
-                             lambda: _laplace(model, hessian, unravel, num_samples))
+    program = model.program(_laplace, hessian=hessian, unravel=unravel, num_samples=num_samples)
     prior_std = prior_stds(spec, selected)
     precision, thetas, log_evidence, ok = program(theta_star, point, xs, ys, es, key, prior_std)
     if not bool(ok):

@@ -104,10 +104,8 @@ def fit_mclmc(
     if dim < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
 
-    settings = ("mclmc", x.shape, y_err is None, num_warmup, num_samples, thinning, desired_energy_var,
-                bool(diagonal_preconditioning))
-    run = model.compiled(settings, lambda: _build(model, unravel, num_warmup, num_samples, thinning,
-                                                  desired_energy_var, bool(diagonal_preconditioning)))
+    run = model.program(_build, unravel=unravel, num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,
+                        desired_energy_var=desired_energy_var, diagonal_preconditioning=bool(diagonal_preconditioning))
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     positions, stats, tuned = run(starts, jax.random.split(key_run, num_chains), data)
 

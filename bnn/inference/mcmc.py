@@ -126,10 +126,9 @@ def fit_nuts(
     x, y, y_err, key_run, transforms, starts, unravel = prepare_chains(
         model, x, y, y_err, seed, KEY_SALT, init, num_chains, map_options
     )
-    settings = ("nuts", x.shape[1], y_err is None, num_warmup, target_accept_prob, max_tree_depth, dense_mass,
-                chain_method)
-    init_fn, advance_fn = model.compiled(settings, lambda: _build(model, unravel, num_warmup, target_accept_prob,
-                                                                  max_tree_depth, dense_mass, chain_method))
+    init_fn, advance_fn = model.program(_build, unravel=unravel, num_warmup=num_warmup,
+                                        target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                                        dense_mass=dense_mass, chain_method=chain_method)
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     keys = jax.random.split(key_run, num_chains)
     total = num_warmup + num_samples * thinning

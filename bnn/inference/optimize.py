@@ -24,8 +24,9 @@ progress bar and validation checks).
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,6 @@ from bnn.inference._loop import (
     draw_batch,
     loss_settled,
     make_optimizer,
-    optimizer_key,
     resolve_mesh,
     run_in_chunks,
     shard_rows,
@@ -71,6 +71,11 @@ def objective_fn(model: LiftedModel, method: str, num_features: int, n: int):
         return -total / n
 
     return loss
+
+
+def _point_program(model: LiftedModel, method: str, optimizer, batch_size: int | None, n: int, num_features: int):
+    """The compiled chunk of a MAP / MLE fit (see :func:`build_scan_chunk`)."""
+    return build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size)
 
 
 def build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
@@ -197,10 +202,8 @@ def fit_point(
     transforms = model.transforms(num_features)
     init = model.initial_values(x, y, key, init_params)
     u0 = {k: transforms[k].inv(v) for k, v in init.items()}
-    scan_chunk = model.compiled(
-        ("point", method, optimizer_key(optimizer), batch_size, n, num_features),
-        lambda: build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size),
-    )
+    scan_chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=batch_size, n=n,
+                               num_features=num_features)
 
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     data = shard_rows(data, mesh, n)
@@ -319,9 +322,29 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
         unconstrained = jax.vmap(lambda v: model.unconstrain(v, x.shape[1]))(values)
     else:
         unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
-    _, unravel = ravel_pytree({k: v[0] for k, v in unconstrained.items()})
+    unravel = FlatLayout.of({k: v[0] for k, v in unconstrained.items()})
     starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
     return x, y, y_err, key_run, transforms, starts, unravel
+
+
+class FlatLayout(NamedTuple):
+    """The samplers' flat vector: ``((site, shape), ...)`` in the order of ``ravel_pytree`` (sorted sites).
+
+    Calling it maps one flat vector ``(dim,)`` back to ``{site: value}``. A plain value (not a
+    closure), so a compiled sampler can be cached under it (:meth:`bnn.lifting.LiftedModel.program`).
+    """
+
+    sites: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @classmethod
+    def of(cls, values: dict) -> FlatLayout:
+        """The layout of ``ravel_pytree(values)``."""
+        return cls(tuple((k, tuple(np.shape(v))) for k, v in sorted(values.items())))
+
+    def __call__(self, flat: jax.Array) -> dict[str, jax.Array]:
+        ends = np.cumsum([math.prod(shape) for _, shape in self.sites])
+        chunks = jnp.split(flat, ends[:-1])
+        return {name: chunk.reshape(shape) for (name, shape), chunk in zip(self.sites, chunks)}
 
 
 def flat_potential(model: LiftedModel, unravel):

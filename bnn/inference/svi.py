@@ -36,7 +36,6 @@ from bnn.inference._loop import (
     draw_batch,
     loss_settled,
     make_optimizer,
-    optimizer_key,
     resolve_mesh,
     run_in_chunks,
     shard_rows,
@@ -206,69 +205,15 @@ def fit_svi(
     if map_options is not None and start_from != "map":
         raise ValueError(f"`map_options` apply to init='map' only; got init={start_from!r}.")
 
-    batched_model = minibatch_model(model)
     scale_of = model.spec(x.shape[1]).scale_site()
-    guide_transforms = model.transforms(x.shape[1])
     if scale_of:
-        # a hierarchical prior's weights are non-centred: the guide fits z = (w − loc) / scale ~ Normal(0, 1)
-        batched_model = handlers.reparam(batched_model, config={p: LocScaleReparam(centered=0) for p in scale_of})
         init = to_guide_sites(model, init, x.shape[1])
-        guide_transforms = {(k + DECENTERED if k in scale_of else k): t for k, t in guide_transforms.items()}
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     xs, ys, es = shard_rows((xs, ys, es), mesh, n)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
-
-    def make_svi(values, key, xs, ys, es):
-        """A guide started at ``values``, its SVI and that SVI's initial state.
-
-        Called inside each compiled program: setting up an autoguide (tracing the model,
-        checking the start's log density and gradient) op by op outside a program compiles
-        every operation on its own, which costs more than a short fit (4.8 s of a first fit
-        on the sine toy). Inside, the set-up is traced with the program and what a program
-        does not use of it is compiled away.
-        """
-        guide_obj = make_guide(guide, batched_model, values, init_scale, rank)
-        svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
-        return guide_obj, svi, svi.init(key, xs, ys, draw_batch(key, n, batch_size), es)
-
-    def build():
-        """The jitted programs of a fit, compiled once per model and settings.
-
-        ``init_state(values, key, xs, ys, es)``: the SVI state of a guide started at ``values``;
-        ``scan_chunk(state, keys, values, xs, ys, es)``: one SVI step per key;
-        ``finish(key, state, num, values, xs, ys, es)``: the guide's parameters and ``num``
-        posterior draws. ``values`` (the start) only sets up each program's guide: the steps and
-        draws read the guide's parameters from ``state``.
-        """
-
-        @jax.jit
-        def init_state(values, key, xs, ys, es):
-            return make_svi(values, key, xs, ys, es)[2]
-
-        @jax.jit
-        def scan_chunk(state, keys, values, xs, ys, es):
-            _, svi, _ = make_svi(values, keys[0], xs, ys, es)
-
-            def step(state, step_key):
-                state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
-                return state, loss
-
-            return jax.lax.scan(step, state, keys)
-
-        @functools.partial(jax.jit, static_argnums=2)
-        def finish(key, state, num, values, xs, ys, es):
-            guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
-            params = svi.get_params(state)
-            if guide == "normal":
-                return params, mean_field_draws(params, guide_transforms, key, num)
-            with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
-                return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
-
-        return init_state, scan_chunk, finish
-
-    settings = ("svi", guide, optimizer_key(optimizer), n, x.shape[1], batch_size, num_particles, init_scale, rank,
-                y_err is None)
-    init_state, scan_chunk, finish = model.compiled(settings, build)
+    init_state, scan_chunk, finish = model.program(
+        _svi_programs, guide=guide, optimizer=optimizer, n=n, num_features=x.shape[1], batch_size=batch_size,
+        num_particles=num_particles, init_scale=init_scale, rank=rank)
     state = init_state(init, key_init, xs, ys, es)
 
     chunk = chunk_length(eval_every, num_steps, progress_bar)
@@ -295,3 +240,60 @@ def fit_svi(
     if info["settled"] is False:
         warn_unsettled(f"SVI ({guide})", info["loss_change"], done)
     return Fit(model=model, method="svi", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
+
+
+def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_features: int, batch_size: int | None,
+                  num_particles: int, init_scale: float, rank: int | None):
+    """The jitted programs of an SVI fit, compiled once per model and settings.
+
+    ``init_state(values, key, xs, ys, es)``: the SVI state of a guide started at ``values``;
+    ``scan_chunk(state, keys, values, xs, ys, es)``: one SVI step per key;
+    ``finish(key, state, num, values, xs, ys, es)``: the guide's parameters and ``num``
+    posterior draws. ``values`` (the start) only sets up each program's guide: the steps and
+    draws read the guide's parameters from ``state``.
+    """
+    batched_model = minibatch_model(model)
+    scale_of = model.spec(num_features).scale_site()
+    guide_transforms = model.transforms(num_features)
+    if scale_of:
+        # a hierarchical prior's weights are non-centred: the guide fits z = (w − loc) / scale ~ Normal(0, 1)
+        batched_model = handlers.reparam(batched_model, config={p: LocScaleReparam(centered=0) for p in scale_of})
+        guide_transforms = {(k + DECENTERED if k in scale_of else k): t for k, t in guide_transforms.items()}
+
+    def make_svi(values, key, xs, ys, es):
+        """A guide started at ``values``, its SVI and that SVI's initial state.
+
+        Called inside each compiled program: setting up an autoguide (tracing the model,
+        checking the start's log density and gradient) op by op outside a program compiles
+        every operation on its own, which costs more than a short fit (4.8 s of a first fit
+        on the sine toy). Inside, the set-up is traced with the program and what a program
+        does not use of it is compiled away.
+        """
+        guide_obj = make_guide(guide, batched_model, values, init_scale, rank)
+        svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
+        return guide_obj, svi, svi.init(key, xs, ys, draw_batch(key, n, batch_size), es)
+
+    @jax.jit
+    def init_state(values, key, xs, ys, es):
+        return make_svi(values, key, xs, ys, es)[2]
+
+    @jax.jit
+    def scan_chunk(state, keys, values, xs, ys, es):
+        _, svi, _ = make_svi(values, keys[0], xs, ys, es)
+
+        def step(state, step_key):
+            state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
+            return state, loss
+
+        return jax.lax.scan(step, state, keys)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def finish(key, state, num, values, xs, ys, es):
+        guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
+        params = svi.get_params(state)
+        if guide == "normal":
+            return params, mean_field_draws(params, guide_transforms, key, num)
+        with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
+            return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
+
+    return init_state, scan_chunk, finish

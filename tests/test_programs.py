@@ -1,0 +1,74 @@
+"""The program cache: keys derived from the builder and its settings, never assembled by hand."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import bnn
+from bnn._programs import Programs, settings_key
+
+BUILT = []
+
+
+def _counting_builder(model, **settings):
+    BUILT.append(settings)
+    return object()
+
+
+SETTINGS = {"num_warmup": 10, "target": 0.9, "dense": False, "method": "map", "batch_size": None, "paths": ("a", "b"),
+            "optimizer": optax.adam(1e-2)}
+CHANGED = {"num_warmup": 11, "target": 0.95, "dense": True, "method": "mle", "batch_size": 8, "paths": ("a",),
+           "optimizer": optax.adam(2e-2)}
+
+
+def test_changing_any_setting_builds_a_new_program_and_changing_none_reuses_it():
+    programs = Programs()
+    BUILT.clear()
+    first = programs.get(_counting_builder, None, **SETTINGS)
+    assert programs.get(_counting_builder, None, **{**SETTINGS, "optimizer": optax.adam(1e-2)}) is first
+    assert programs.get(_counting_builder, None, **dict(reversed(SETTINGS.items()))) is first  # order is not a setting
+    assert len(BUILT) == 1 and BUILT[0] == SETTINGS
+    for name, value in CHANGED.items():
+        other = programs.get(_counting_builder, None, **{**SETTINGS, name: value})
+        assert other is not first, name
+    assert len(programs) == len(BUILT) == 1 + len(CHANGED)
+    # a setting left out is another key too (the builder would see its default)
+    programs.get(_counting_builder, None, **{k: v for k, v in SETTINGS.items() if k != "dense"})
+    assert len(programs) == 2 + len(CHANGED)
+    with jax.enable_x64(True):  # float64 programs are their own
+        assert programs.get(_counting_builder, None, **SETTINGS) is not first
+    assert len(programs.built_by(_counting_builder)) == len(programs)
+
+
+def test_values_of_other_types_or_builders_never_share_a_key():
+    assert settings_key(1) != settings_key(1.0) != settings_key(True)
+    assert settings_key(np.float32(0.5)) == settings_key(np.float32(0.5)) != settings_key(np.float64(0.5))
+    assert settings_key(optax.sgd(0.1)) != settings_key(optax.adam(0.1))
+    big = np.zeros(10_000)
+    assert settings_key(big) != settings_key(np.zeros(10_000))  # large arrays: by identity only
+    programs = Programs()
+
+    def local_builder(model):
+        return object()
+
+    with pytest.raises(TypeError, match="module-level function"):
+        programs.get(local_builder, None)  # a closure could capture values its key does not hold
+    with pytest.raises(TypeError, match="module-level function"):
+        programs.get(lambda model: 0, None)
+
+
+def test_fits_reuse_programs_exactly_when_their_settings_match(sine_data):
+    from bnn.inference.optimize import _point_program
+
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((4, 1), activation="tanh"), likelihood=bnn.Gaussian(scale=0.1))
+    fit = lambda **o: model.fit(x, y, method="map", num_steps=20, **o)  # noqa: E731
+    fit()
+    fit(seed=3)  # seeds and data values are arguments, not settings
+    assert len(model._programs.built_by(_point_program)) == 1
+    fit(batch_size=10)
+    fit(learning_rate=0.02)
+    model.fit(x, y, method="mle", num_steps=20)
+    model.fit(x[:30], y[:30], method="map", num_steps=20)  # another number of rows
+    assert len(model._programs.built_by(_point_program)) == 5
