@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bnn"
 
 #: Bottom to top. A module may import modules of its own layer or any layer below.
 LAYERS: list[set[str]] = [
-    {"_checks", "_version"},                       # validation of user input; the version
+    {"_checks", "_version", "_programs"},          # validation of user input; the version; the program cache
     {"priors", "likelihoods", "nets", "datasets", "tables"},  # the model's parts; embedded data; CSV tables
     {"lifting", "nnx_bridge"},                     # Flax module -> NumPyro model; NNX modules as linen
     {"predictive", "metrics"},                     # predictive distributions from draws; scores
