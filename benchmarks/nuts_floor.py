@@ -44,9 +44,10 @@ from numpyro.infer.hmc import hmc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sampling  # noqa: E402  (the sine toy and the ESS of f)
 
+from bnn import _keys  # noqa: E402
 from bnn.fit import Fit  # noqa: E402
 from bnn.inference import mcmc  # noqa: E402
-from bnn.inference.optimize import flat_potential, prepare_chains  # noqa: E402
+from bnn.inference.chains import CHUNK, _chain_program, flat_potential, prepare_chains  # noqa: E402
 
 CHAINS, DRAWS, WARMUP, STEPS = 4, 500, 250, 1023
 
@@ -58,7 +59,7 @@ class Posterior:
         self.problem = sampling.sine()
         self.model = model or sampling.new_model(self.problem)
         (self.x, self.y, _, self.key, self.transforms, self.starts, self.unravel) = prepare_chains(
-            self.model, self.problem.x, self.problem.y, None, seed, mcmc.KEY_SALT, "map", CHAINS, None)
+            self.model, self.problem.x, self.problem.y, None, seed, _keys.NUTS, "map", CHAINS, None)
         self.potential = flat_potential(self.model, self.unravel)
 
     def min_ess(self, flat: np.ndarray) -> tuple[float, float]:
@@ -144,11 +145,12 @@ def part_cost(seed: int) -> dict[str, float]:
     x, y = jnp.asarray(post.x), jnp.asarray(post.y)
     floor = _median_ms(jax.jit(jax.vmap(leapfrog_loop(post.potential, x, y))), post.starts, keys)
     lean = _median_ms(jax.jit(jax.vmap(lean_tree_loop(post.potential, x, y))), post.starts, keys)
-    init_fn, advance_fn = mcmc._build(post.model, post.unravel, WARMUP, 0.98, 10, False, "vectorized")
+    init_fn, advance_fn = _chain_program(post.model, mcmc._nuts_kernel, post.unravel, "vectorized", num_warmup=WARMUP,
+                                         target_accept_prob=0.98, max_tree_depth=10, dense_mass=False)
     data = (x, y, None)
     state = init_fn(post.starts, keys, data)
-    state, _ = advance_fn(state, data, mcmc.CHUNK)
-    state, out = jax.block_until_ready(advance_fn(state, data, WARMUP - mcmc.CHUNK))
+    state, _ = advance_fn(state, data, CHUNK)
+    state, out = jax.block_until_ready(advance_fn(state, data, WARMUP - CHUNK))
     count = 20
     # vectorised chains wait for the longest tree: a transition costs the largest tree of the chains
     steps = float(np.asarray(advance_fn(state, data, count)[1]["num_steps"])[:, :count].max(axis=0).mean())

@@ -9,7 +9,7 @@ from numpyro.diagnostics import effective_sample_size
 from scipy import integrate, optimize, stats
 
 import bnn
-from bnn.inference.optimize import flat_potential, prepare_chains
+from bnn.inference.chains import flat_potential, prepare_chains
 
 from conftest import ridge_posterior
 

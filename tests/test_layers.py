@@ -16,13 +16,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bnn"
 
 #: Bottom to top. A module may import modules of its own layer or any layer below.
 LAYERS: list[set[str]] = [
-    {"_checks", "_version", "_programs"},          # validation of user input; the version; the program cache
+    {"_checks", "_version", "_programs", "_keys"},  # input validation; the version; the program cache; key salts
     {"priors", "likelihoods", "nets", "datasets", "tables"},  # the model's parts; embedded data; CSV tables
     {"lifting", "nnx_bridge"},                     # Flax module -> NumPyro model; NNX modules as linen
     {"predictive", "metrics"},                     # predictive distributions from draws; scores
     {"diagnostics", "io"},                         # ArviZ export, convergence; the file format
     {"fit"},                                       # Fit: one result type for every method
-    {"inference._loop", "inference.optimize"},     # optimisation driver; MLE / MAP
+    {"inference._loop", "inference.optimize", "inference.chains"},  # optimisation driver; MLE / MAP; chain driver
     {"inference.mcmc", "inference.mclmc", "inference.svi", "inference.laplace", "inference.ensemble",
      "inference.evidence"},                        # the methods; evidence tuning of any method's prior
     {"inference"},                                 # the method table

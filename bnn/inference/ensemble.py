@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
     check_batch_size,
@@ -168,7 +168,7 @@ def fit_ensemble(
     x, y = model.check_data(x, y)
     fit_errors = y_err = model.check_errors(y_err, y.shape)
     key = _checks.as_seed_key(seed)
-    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
+    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, _keys.VALIDATION), model)
     n, num_features = x.shape
     batch_size = check_batch_size(batch_size, n)
     transforms = model.transforms(num_features)
@@ -178,7 +178,7 @@ def fit_ensemble(
         raise TypeError(f"`anchored` must be True or False; got {anchored!r}.")
     if anchored and objective != "map":
         raise ValueError("`anchored=True` re-centres each member's prior; it needs objective='map', got 'mle'.")
-    anchors, member_ys = _anchors(model, y, y_err, num_features, num_members, jax.random.fold_in(key, 3)) \
+    anchors, member_ys = _anchors(model, y, y_err, num_features, num_members, jax.random.fold_in(key, _keys.ANCHORS)) \
         if anchored else (None, None)
     program = model.program(
         _build_members_program, objective=objective, optimizer=optimizer, n=n, num_features=num_features,
@@ -196,7 +196,7 @@ def fit_ensemble(
         lambda state, keys: program(*state, keys, data, anchors, member_ys),
         (u0, opt_state0),
         num_steps,
-        jax.random.fold_in(key, 1),
+        jax.random.fold_in(key, _keys.STEPS),
         eval_every,
         f"ensemble ({objective.upper()})",
         progress_bar,

@@ -42,7 +42,8 @@ from jax.flatten_util import ravel_pytree
 from bnn import _checks
 from bnn.fit import Fit
 from bnn.inference._loop import make_optimizer
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, FlatLayout, fit_point
+from bnn.inference.chains import FlatLayout
+from bnn.inference.optimize import DEFAULT_LEARNING_RATE, fit_point
 from bnn.lifting import LiftedModel
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Gaussian
 from bnn.priors import FanInNormal, Normal, Prior

@@ -47,10 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.fit import Fit
+from bnn.inference.chains import FlatLayout
 from bnn.inference.evidence import prior_stds, tune, whitened_spectrum
-from bnn.inference.optimize import FlatLayout, fit_point
+from bnn.inference.optimize import fit_point
 from bnn.lifting import LiftedModel
 
 HESSIANS = ("ggn", "full")
@@ -201,7 +202,7 @@ def fit_laplace(
             f"(at most {MAX_DIM} parameters)."
         )
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
-    key = jax.random.fold_in(_checks.as_seed_key(seed), 5)
+    key = jax.random.fold_in(_checks.as_seed_key(seed), _keys.LAPLACE)
     program = model.program(_laplace, hessian=hessian, unravel=unravel, num_samples=num_samples)
     prior_std = prior_stds(spec, selected)
     precision, thetas, log_evidence, ok = program(theta_star, point, xs, ys, es, key, prior_std)

@@ -17,19 +17,21 @@ dimension has variance ``desired_energy_var`` (BlackJAX's 5e-4).
 
 from __future__ import annotations
 
-import functools
 import time
-import warnings
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.fit import Fit
-from bnn.inference.optimize import constrained_draws, flat_potential, prepare_chains
+from bnn.inference.chains import Health, Kernel, chunk_buffers, flat_potential, prepare_chains, resolve_chain_method, run_chains
 from bnn.lifting import LiftedModel
+
+HEALTH = Health("MCLMC steps produced a non-finite state and were reverted",
+                "a short num_warmup leaves the tuner without a usable step size or preconditioner (try >= 1000); "
+                "otherwise try a smaller desired_energy_var (e.g. 1e-4), normalize=True or a tighter prior.")
 
 #: the share of BlackJAX's tuning budget in each of its three phases (step size, then the
 #: step size with a diagonal preconditioner, then L from the effective sample size)
@@ -58,6 +60,7 @@ def fit_mclmc(
     desired_energy_var: float = 5e-4,
     diagonal_preconditioning: bool = True,
     map_options: dict | None = None,
+    chain_method: str | None = None,
     progress_bar: bool = False,
     y_err=None,
 ) -> Fit:
@@ -65,7 +68,7 @@ def fit_mclmc(
 
     Args:
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
-      num_chains: chains, run in one vectorised program (a different MAP start each).
+      num_chains: chains, each from a different MAP start.
       num_warmup: tuning steps per chain (BlackJAX's three tuning phases together).
       num_samples: draws kept per chain.
       thinning: MCLMC steps per kept draw (the chain runs ``num_samples * thinning`` steps).
@@ -77,7 +80,8 @@ def fit_mclmc(
         picks the step size from it (smaller: smaller steps and less bias).
       diagonal_preconditioning: tune a diagonal preconditioner (mass matrix).
       map_options: options of the MAP fits of ``init="map"``.
-      progress_bar: unused by the vectorised program (accepted for symmetry with NUTS).
+      chain_method: ``"parallel"``, ``"vectorized"``, ``"sequential"`` or ``None`` (auto), as for NUTS.
+      progress_bar: a progress bar over the kept draws (each chain tunes itself first).
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
 
     Returns:
@@ -89,111 +93,107 @@ def fit_mclmc(
       when it produced a non-finite state and was reverted), ``num_divergences`` and
       ``wall_time``.
     """
-    del progress_bar
     num_chains = _checks.positive_int(num_chains, "num_chains")
     num_warmup = _checks.positive_int(num_warmup, "num_warmup")
     num_samples = _checks.positive_int(num_samples, "num_samples")
     thinning = _checks.positive_int(thinning, "thinning")
     desired_energy_var = _checks.positive_float(desired_energy_var, "desired_energy_var")
+    chain_method = resolve_chain_method(chain_method, num_chains)
 
     start = time.perf_counter()
-    x, y, y_err, key_run, transforms, starts, unravel = prepare_chains(
-        model, x, y, y_err, seed, 6, init, num_chains, map_options
-    )
-    dim = int(starts.shape[1])
-    if dim < 2:
+    settings = dict(num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,
+                    desired_energy_var=desired_energy_var, diagonal_preconditioning=bool(diagonal_preconditioning))
+    prepared = prepare_chains(model, x, y, y_err, seed, _keys.MCLMC, init, num_chains, map_options)
+    if prepared.starts.shape[1] < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
-
-    run = model.program(_build, unravel=unravel, num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,
-                        desired_energy_var=desired_energy_var, diagonal_preconditioning=bool(diagonal_preconditioning))
-    data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    positions, stats, tuned = run(starts, jax.random.split(key_run, num_chains), data)
-
-    draws = constrained_draws(model, {k: v.reshape((num_chains * num_samples,) + v.shape[2:]) for k, v in positions.items()},
-                              x.shape[1])
-    stats = {k: np.asarray(v) for k, v in stats.items()}
-    divergences = int(stats["diverging"].sum())
+    run = run_chains(model, _mclmc_kernel, settings, prepared, chain_method, num_samples, slice(None), HEALTH,
+                     progress_bar, "mclmc")
+    x, y_err, stats = run.x, run.y_err, dict(run.stats)
+    dim = int(prepared.starts.shape[1])
+    tuned = {k: stats.pop(k)[:, 0] for k in ("step_size", "L")}
     info = {
         "num_chains": num_chains,
         "num_samples": num_samples,
         "num_warmup": num_warmup,
         "thinning": thinning,
-        "step_size": np.asarray(tuned["step_size"]),
-        "L": np.asarray(tuned["L"]),
+        "chain_method": chain_method,
+        **tuned,
         "energy_var": np.mean(stats["energy_change"] ** 2, axis=1) / dim,
         "sample_stats": stats,
-        "num_divergences": divergences,
+        "num_divergences": run.num_divergences,
         "wall_time": time.perf_counter() - start,
         "num_train": x.shape[0],
     }
-    if divergences:
-        warnings.warn(
-            f"{divergences} of {stats['diverging'].size} MCLMC steps produced a non-finite state and were reverted: "
-            "a short num_warmup leaves the tuner without a usable step size or preconditioner (try >= 1000); "
-            "otherwise try a smaller desired_energy_var (e.g. 1e-4), normalize=True or a tighter prior.",
-            UserWarning,
-            stacklevel=3,
-        )
+    draws = run.draws
     return Fit(model=model, method="mclmc", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
 
 
-def _build(model: LiftedModel, unravel, num_warmup: int, num_samples: int, thinning: int, desired_energy_var: float,
-           diagonal_preconditioning: bool):
-    """The jitted program: tune and sample every chain, vectorised over chains.
+def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, num_samples: int, thinning: int,
+                  desired_energy_var: float, diagonal_preconditioning: bool) -> Kernel:
+    """One MCLMC chain for the chain driver (:mod:`bnn.inference.chains`).
 
-    Chains start from flat vectors ``(num_chains, dim)``; ``unravel`` maps one back to
-    ``{site: unconstrained value}`` (as from :func:`bnn.inference.optimize.prepare_chains`).
+    ``init`` runs BlackJAX's tuner from the start (the whole warm-up) and keeps the tuned step
+    size, L and preconditioner in the state; each iteration of ``advance`` is one kept draw,
+    ``thinning`` MCLMC steps apart, recorded with the last step's energy change and whether any
+    of its steps was reverted (``"diverging"``).
     """
     potential = flat_potential(model, unravel)
 
-    def run_chain(u0, key, data):
+    def init(u0, key, data):
         def logdensity(u):
             return -potential(u, *data)
 
         key_init, key_tune, key_sample = jax.random.split(key, 3)
-        state = blackjax.mcmc.mclmc.init(position=u0, logdensity_fn=logdensity, rng_key=key_init)
-        kernel = blackjax.mcmc.mclmc.build_kernel(desired_energy_var=desired_energy_var)
-        dim = u0.shape[0]
-        # BlackJAX starts its step size at sqrt(dim)/4, far too long for a network at its MAP
-        # (the first steps overflow, every estimate gets zero weight and the step size
-        # collapses to 0). From a short step the first energy errors already give the
-        # estimate of the right one (Var E ~ eps^6), so the tuner climbs to it at once
-        # (1e-4 sqrt(dim): eps^6 stays far above float32's smallest normal number).
-        start = blackjax.adaptation.mclmc_adaptation.MCLMCAdaptationState(
-            L=jnp.sqrt(dim), step_size=_INITIAL_STEP * jnp.sqrt(dim), inverse_mass_matrix=jnp.ones(dim)
-        )
-        state, params, _ = blackjax.mclmc_find_L_and_step_size(
-            mclmc_kernel=kernel,
-            num_steps=_tuner_budget(num_warmup),
-            state=state,
-            rng_key=key_tune,
-            logdensity_fn=logdensity,
-            frac_tune1=_TUNE_FRACTION,
-            frac_tune2=_TUNE_FRACTION,
-            frac_tune3=_TUNE_FRACTION,
-            desired_energy_var=desired_energy_var,
-            diagonal_preconditioning=diagonal_preconditioning,
-            params=start,
-        )
-        sampler = blackjax.mclmc(
-            logdensity, L=params.L, step_size=params.step_size, inverse_mass_matrix=params.inverse_mass_matrix
-        )
-
-        def one_step(state, k):
-            state, info = sampler.step(k, state)
-            return state, (info.energy_change, ~info.nonans)
-
-        def one_draw(state, k):
-            state, (energy, bad) = jax.lax.scan(one_step, state, jax.random.split(k, thinning))
-            return state, (state.position, energy[-1], jnp.any(bad))
-
-        _, (positions, energy, bad) = jax.lax.scan(one_draw, state, jax.random.split(key_sample, num_samples))
-        stats = {"energy_change": energy, "diverging": bad}
-        return jax.vmap(unravel)(positions), stats, {"L": params.L, "step_size": params.step_size}
-
-    @jax.jit
-    def run(u0, keys, data):
         with jax.numpy_rank_promotion("allow"):  # BlackJAX and NumPyro rely on implicit rank promotion
-            return jax.vmap(functools.partial(run_chain, data=data))(u0, keys)
+            state = blackjax.mcmc.mclmc.init(position=u0, logdensity_fn=logdensity, rng_key=key_init)
+            kernel = blackjax.mcmc.mclmc.build_kernel(desired_energy_var=desired_energy_var)
+            dim = u0.shape[0]
+            # BlackJAX starts its step size at sqrt(dim)/4, far too long for a network at its MAP
+            # (the first steps overflow, every estimate gets zero weight and the step size
+            # collapses to 0). From a short step the first energy errors already give the
+            # estimate of the right one (Var E ~ eps^6), so the tuner climbs to it at once
+            # (1e-4 sqrt(dim): eps^6 stays far above float32's smallest normal number).
+            start = blackjax.adaptation.mclmc_adaptation.MCLMCAdaptationState(
+                L=jnp.sqrt(dim), step_size=_INITIAL_STEP * jnp.sqrt(dim), inverse_mass_matrix=jnp.ones(dim)
+            )
+            state, params, _ = blackjax.mclmc_find_L_and_step_size(
+                mclmc_kernel=kernel,
+                num_steps=_tuner_budget(num_warmup),
+                state=state,
+                rng_key=key_tune,
+                logdensity_fn=logdensity,
+                frac_tune1=_TUNE_FRACTION,
+                frac_tune2=_TUNE_FRACTION,
+                frac_tune3=_TUNE_FRACTION,
+                desired_energy_var=desired_energy_var,
+                diagonal_preconditioning=diagonal_preconditioning,
+                params=start,
+            )
+        return {"chain": state, "params": params, "keys": jax.random.split(key_sample, num_samples), "done": 0}
 
-    return run
+    def advance(state, data, count):
+        params = state["params"]
+        with jax.numpy_rank_promotion("allow"):
+            sampler = blackjax.mclmc(lambda u: -potential(u, *data), L=params.L, step_size=params.step_size,
+                                     inverse_mass_matrix=params.inverse_mass_matrix)
+
+            def one_step(chain, k):
+                chain, info = sampler.step(k, chain)
+                return chain, (info.energy_change, ~info.nonans)
+
+            def record(chain, energy, bad):
+                return {"z": chain.position, "energy_change": energy, "diverging": bad, "step_size": params.step_size,
+                        "L": params.L}
+
+            def body(i, carry):
+                chain, out = carry
+                key = state["keys"][state["done"] + i]
+                chain, (energy, bad) = jax.lax.scan(one_step, chain, jax.random.split(key, thinning))
+                row = record(chain, energy[-1], jnp.any(bad))
+                return chain, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, row)
+
+            empty = chunk_buffers(record(state["chain"], jnp.zeros(()), jnp.zeros((), bool)))
+            chain, out = jax.lax.fori_loop(0, count, body, (state["chain"], empty))
+        return {**state, "chain": chain, "done": state["done"] + count}, out
+
+    return Kernel(init, advance)

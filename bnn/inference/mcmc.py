@@ -23,42 +23,20 @@ from __future__ import annotations
 
 import functools
 import time
-import warnings
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from numpyro.infer.hmc import hmc
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.fit import Fit
-from bnn.inference._loop import progress
-from bnn.inference.optimize import constrained_draws, flat_potential, prepare_chains
+from bnn.inference.chains import Health, Kernel, chunk_buffers, flat_potential, prepare_chains, resolve_chain_method, run_chains
 from bnn.lifting import LiftedModel
 
-CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 #: per-draw statistics kept in ``info["sample_stats"]``
 STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "step_size")
-#: NUTS iterations per call of the compiled program (the progress bar moves once per chunk)
-CHUNK = 200
-#: NUTS's ``salt`` of :func:`bnn.inference.optimize.prepare_chains` (its own key stream)
-KEY_SALT = 4
-
-
-def _chain_method(chain_method: str | None, num_chains: int) -> str:
-    devices = jax.local_device_count()
-    if chain_method is None:
-        if num_chains == 1:
-            return "sequential"
-        return "parallel" if devices >= num_chains else "vectorized"
-    chain_method = _checks.one_of(chain_method, "chain_method", CHAIN_METHODS)
-    if chain_method == "parallel" and devices < num_chains:
-        raise ValueError(
-            f"`chain_method='parallel'` needs one device per chain: {num_chains} chains but JAX sees "
-            f"{devices} device(s). On CPU set XLA_FLAGS=--xla_force_host_platform_device_count={num_chains} "
-            "(or call numpyro.set_host_device_count) before JAX starts, or use chain_method='vectorized'."
-        )
-    return chain_method
+HEALTH = Health("NUTS transitions diverged",
+                "the sampler may have missed parts of the posterior. Try a higher target_accept_prob (e.g. 0.99), "
+                "a longer num_warmup, init='map' or a tighter prior.")
 
 
 def fit_nuts(
@@ -105,7 +83,7 @@ def fit_nuts(
       dense_mass: adapt a dense mass matrix instead of a diagonal one.
       thinning: keep every ``thinning``-th draw.
       map_options: options of the MAP fits used by ``init="map"`` (e.g. ``{"num_steps": 2000}``).
-      progress_bar: a progress bar over NUTS iterations (moved every :data:`CHUNK` iterations).
+      progress_bar: a progress bar over NUTS iterations (moved every :data:`bnn.inference.chains.CHUNK` iterations).
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
 
     Returns:
@@ -120,68 +98,37 @@ def fit_nuts(
     thinning = _checks.positive_int(thinning, "thinning")
     max_tree_depth = _checks.positive_int(max_tree_depth, "max_tree_depth")
     target_accept_prob = _checks.level(target_accept_prob, "target_accept_prob")
-    chain_method = _chain_method(chain_method, num_chains)
+    chain_method = resolve_chain_method(chain_method, num_chains)
 
     start = time.perf_counter()
-    x, y, y_err, key_run, transforms, starts, unravel = prepare_chains(
-        model, x, y, y_err, seed, KEY_SALT, init, num_chains, map_options
-    )
-    init_fn, advance_fn = model.program(_build, unravel=unravel, num_warmup=num_warmup,
-                                        target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
-                                        dense_mass=dense_mass, chain_method=chain_method)
-    data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    keys = jax.random.split(key_run, num_chains)
-    total = num_warmup + num_samples * thinning
-    bar = progress(num_chains * total if chain_method == "sequential" else total, "nuts", progress_bar)
-    try:
-        if chain_method == "sequential":
-            runs = [_run(init_fn, advance_fn, starts[c], keys[c], data, total, bar) for c in range(num_chains)]
-            flat, stats = np.stack([r[0] for r in runs]), {k: np.stack([r[1][k] for r in runs]) for k in runs[0][1]}
-        else:
-            flat, stats = _run(init_fn, advance_fn, starts, keys, data, total, bar)
-    finally:
-        if bar is not None:
-            bar.close()
-    kept = slice(num_warmup, None, thinning)  # (chains, iterations, ...) -> post-warm-up draws
-    flat, stats = flat[:, kept], {k: v[:, kept] for k, v in stats.items()}
-    samples = jax.vmap(unravel)(jnp.asarray(flat.reshape((-1,) + flat.shape[2:])))
-    draws = constrained_draws(model, samples, x.shape[1])
-    divergences = int(stats["diverging"].sum())
+    settings = dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                    dense_mass=dense_mass)
+    prepared = prepare_chains(model, x, y, y_err, seed, _keys.NUTS, init, num_chains, map_options)
+    run = run_chains(model, _nuts_kernel, settings, prepared, chain_method, num_warmup + num_samples * thinning,
+                     slice(num_warmup, None, thinning), HEALTH, progress_bar, "nuts")
+    x, y_err, stats = run.x, run.y_err, run.stats
     info = {
         "num_chains": num_chains,
         "num_samples": int(stats["diverging"].shape[1]),
         "num_warmup": num_warmup,
         "chain_method": chain_method,
         "sample_stats": stats,
-        "num_divergences": divergences,
+        "num_divergences": run.num_divergences,
         "wall_time": time.perf_counter() - start,
         "num_train": x.shape[0],
     }
-    if divergences:
-        total = stats["diverging"].size
-        warnings.warn(
-            f"{divergences} of {total} NUTS transitions diverged: the sampler may have missed parts of the "
-            "posterior. Try a higher target_accept_prob (e.g. 0.99), a longer num_warmup"
-            + (", init='map'" if init != "map" else "") + " or a tighter prior.",
-            UserWarning,
-            stacklevel=3,
-        )
+    draws = run.draws
     return Fit(model=model, method="nuts", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
 
 
-def _build(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: float, max_tree_depth: int,
-           dense_mass: bool, chain_method: str):
-    """The compiled programs ``init(z0, key, data) -> state`` and ``advance(state, data, count)``.
+def _nuts_kernel(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: float, max_tree_depth: int,
+                 dense_mass: bool) -> Kernel:
+    """One chain of NUTS for the chain driver (:mod:`bnn.inference.chains`).
 
-    ``advance`` runs ``count`` (at most :data:`CHUNK`) NUTS iterations and returns the new state
-    and, after each iteration, the flat parameter vector (``"z"``: ``(CHUNK, dim)``) and the
-    :data:`STATS` (``(CHUNK,)``; rows past ``count`` are zeros). The data are arguments, so the
-    programs are built once per model and settings and serve every later fit with data of the
-    same shapes. NUTS is NumPyro's functional ``hmc(algo="NUTS")``; warm-up and sampling are the
-    same kernel (the adaptation stops by itself after ``num_warmup`` iterations), so it is
-    traced once. ``unravel`` maps the flat vector back to ``{site: unconstrained value}``.
-    ``chain_method``: ``"vectorized"`` (``jax.vmap`` over chains), ``"parallel"`` (``jax.pmap``,
-    one chain per device) or ``"sequential"`` (one chain per call).
+    ``advance`` runs ``count`` NUTS iterations and records, after each, the flat position
+    ``"z"`` and the :data:`STATS`. NUTS is NumPyro's functional ``hmc(algo="NUTS")``; warm-up and
+    sampling are the same kernel (the adaptation stops by itself after ``num_warmup``
+    iterations), so it is traced once.
     """
     # jitted so that NumPyro's several calls of the potential trace the model once
     potential = jax.jit(flat_potential(model, unravel))
@@ -190,7 +137,7 @@ def _build(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: flo
 
     def init(z0, key, data):
         # init_kernel also fixes the warm-up schedule and tree depth that sample_kernel reads,
-        # so it is always traced first (fit_nuts calls init before advance).
+        # so it is always traced first (the driver calls init before advance).
         return init_kernel(z0, num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                            dense_mass=dense_mass, model_args=data, rng_key=key)
 
@@ -204,30 +151,6 @@ def _build(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: flo
             s = sample_kernel(s, model_args=data)
             return s, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, record(s))
 
-        out = jax.tree.map(lambda v: jnp.zeros((CHUNK,) + v.shape, v.dtype), record(state))
-        return jax.lax.fori_loop(0, count, body, (state, out))
+        return jax.lax.fori_loop(0, count, body, (state, chunk_buffers(record(state))))
 
-    if chain_method == "vectorized":
-        return jax.jit(jax.vmap(init, in_axes=(0, 0, None))), jax.jit(jax.vmap(advance, in_axes=(0, None, None)))
-    if chain_method == "parallel":
-        return jax.pmap(init, in_axes=(0, 0, None)), jax.pmap(advance, in_axes=(0, None, None))
-    return jax.jit(init), jax.jit(advance)
-
-
-def _run(init_fn, advance_fn, z0, key, data, total: int, bar) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``total`` iterations of the programs of :func:`_build` from ``z0``, a chunk per call.
-
-    Returns the flat parameter vectors ``(..., total, dim)`` and the :data:`STATS` ``(..., total)``,
-    where ``...`` is the chain axis of a vectorised or parallel run (none for one chain).
-    """
-    state = init_fn(z0, key, data)
-    zs, stats, done = [], [], 0
-    while done < total:
-        count = min(CHUNK, total - done)
-        state, out = advance_fn(state, data, count)
-        zs.append(np.asarray(out["z"])[..., :count, :])
-        stats.append({k: np.asarray(out[k])[..., :count] for k in STATS})
-        done += count
-        if bar is not None:
-            bar.update(count)
-    return np.concatenate(zs, axis=-2), {k: np.concatenate([s[k] for s in stats], axis=-1) for k in STATS}
+    return Kernel(init, advance)

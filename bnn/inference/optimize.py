@@ -24,18 +24,15 @@ progress bar and validation checks).
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.flatten_util import ravel_pytree
-from numpyro.infer.util import potential_energy
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
     check_batch_size,
@@ -195,7 +192,7 @@ def fit_point(
     x, y = model.check_data(x, y)
     fit_errors = y_err = model.check_errors(y_err, y.shape)
     key = _checks.as_seed_key(seed)
-    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, 2), model)
+    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, _keys.VALIDATION), model)
     n = x.shape[0]
     batch_size = check_batch_size(batch_size, n)
     num_features = x.shape[1]
@@ -232,7 +229,7 @@ def fit_point(
         lambda state, keys: scan_chunk(*state, keys, data),
         (u0, optimizer.init(u0)),
         num_steps,
-        jax.random.fold_in(key, 1),
+        jax.random.fold_in(key, _keys.STEPS),
         eval_every,
         method.upper(),
         progress_bar,
@@ -271,103 +268,3 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
     if model.hierarchical:  # sampled scales start at the RMS of their weights at the MAP
         values.update(model.scale_values(values, fit.num_features))
     return values, fit
-
-
-#: how chains (NUTS, MCLMC) can start
-CHAIN_INITS = ("module", "prior", "map")
-
-
-def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_options: dict) -> dict:
-    """Starting values of ``num_chains`` chains, ``{site: (num_chains, *shape)}`` (constrained).
-
-    ``init``: ``"map"`` (a MAP fit per chain, each from the module's initialisers with its own
-    key; for a hierarchical prior, under each hyperprior's own scale as a fixed scale, the sampled
-    scales starting at the RMS of their weights), ``"module"`` (those initialisers), ``"prior"`` (a prior draw per chain) or Flax
-    variables (every chain starts there).
-    """
-    keys = jax.random.split(key, num_chains)
-    if isinstance(init, dict):
-        one = model.initial_values(x, y, keys[0], init)
-        return {k: jnp.broadcast_to(v, (num_chains,) + v.shape) for k, v in one.items()}
-    init = _checks.one_of(init, "init", CHAIN_INITS)
-    if init == "prior":
-        return model.sample_prior(x.shape[1], num_chains, keys[0])
-    per_chain = []
-    for k in keys:
-        if init == "map":
-            per_chain.append(map_start(model, x, y, k, map_options)[0])
-        else:
-            per_chain.append(model.initial_values(x, y, k))
-    return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
-
-
-def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_chains: int, map_options: dict | None):
-    """The common start of the samplers: checked data, the run's key and flat chain starts.
-
-    Returns ``(x, y, y_err, key_run, transforms, starts, unravel)``: ``starts`` ``(num_chains,
-    dim)`` holds each chain's unconstrained sites (see :func:`chain_starts`) as one flat vector,
-    and ``unravel`` maps such a vector back to ``{site: unconstrained value}``. The samplers run
-    on the flat vector: every operation of a transition then acts on one array instead of one
-    per weight matrix. ``salt`` separates the samplers' key streams.
-    """
-    x, y = model.check_data(x, y)
-    y_err = model.check_errors(y_err, y.shape)
-    key_init, key_run = jax.random.split(jax.random.fold_in(_checks.as_seed_key(seed), salt))
-    map_options = dict(map_options or {})
-    if y_err is not None:
-        map_options["y_err"] = y_err
-    values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
-    transforms = model.transforms(x.shape[1])
-    if model.hierarchical:
-        unconstrained = jax.vmap(lambda v: model.unconstrain(v, x.shape[1]))(values)
-    else:
-        unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
-    unravel = FlatLayout.of({k: v[0] for k, v in unconstrained.items()})
-    starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
-    return x, y, y_err, key_run, transforms, starts, unravel
-
-
-class FlatLayout(NamedTuple):
-    """The samplers' flat vector: ``((site, shape), ...)`` in the order of ``ravel_pytree`` (sorted sites).
-
-    Calling it maps one flat vector ``(dim,)`` back to ``{site: value}``. A plain value (not a
-    closure), so a compiled sampler can be cached under it (:meth:`bnn.lifting.LiftedModel.program`).
-    """
-
-    sites: tuple[tuple[str, tuple[int, ...]], ...]
-
-    @classmethod
-    def of(cls, values: dict) -> FlatLayout:
-        """The layout of ``ravel_pytree(values)``."""
-        return cls(tuple((k, tuple(np.shape(v))) for k, v in sorted(values.items())))
-
-    def __call__(self, flat: jax.Array) -> dict[str, jax.Array]:
-        ends = np.cumsum([math.prod(shape) for _, shape in self.sites])
-        chunks = jnp.split(flat, ends[:-1])
-        return {name: chunk.reshape(shape) for (name, shape), chunk in zip(self.sites, chunks)}
-
-
-def flat_potential(model: LiftedModel, unravel):
-    """``(flat, x, y, y_err) -> potential energy``: the negative log joint density of the
-    model's unconstrained sites given as one flat vector (``unravel`` as from :func:`prepare_chains`).
-
-    A hierarchical prior's weights are non-centred (:meth:`bnn.lifting.LiftedModel.constrain`);
-    other models use NumPyro's own potential.
-    """
-    if not model.hierarchical:
-        return lambda flat, x, y, y_err: potential_energy(model.model, (x, y), {"y_err": y_err}, unravel(flat))
-
-    def potential(flat, x, y, y_err):
-        values, log_det = model.constrain(unravel(flat), x.shape[1])
-        log_prior, log_lik = model.log_joint_terms(values, x, y, y_err)
-        return -(log_prior + jnp.sum(log_lik) + log_det)
-
-    return potential
-
-
-def constrained_draws(model: LiftedModel, samples: dict, num_features: int) -> dict:
-    """Sampler coordinates ``{site: (draws, ...)}`` -> site values, every latent site of the model."""
-    if model.hierarchical:
-        return jax.vmap(lambda u: model.constrain(u, num_features)[0])(samples)
-    transforms = model.transforms(num_features)
-    return {k: transforms[k](samples[k]) for k in model.latent_sites(num_features)}

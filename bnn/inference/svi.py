@@ -28,7 +28,7 @@ from numpyro.infer.initialization import init_to_value
 from numpyro.infer.reparam import LocScaleReparam
 from numpyro.optim import optax_to_numpyro
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
     check_batch_size,
@@ -210,7 +210,7 @@ def fit_svi(
         init = to_guide_sites(model, init, x.shape[1])
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     xs, ys, es = shard_rows((xs, ys, es), mesh, n)
-    key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, 3), 3)
+    key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, _keys.SVI), 3)
     init_state, scan_chunk, finish = model.program(
         _svi_programs, guide=guide, optimizer=optimizer, n=n, num_features=x.shape[1], batch_size=batch_size,
         num_particles=num_particles, init_scale=init_scale, rank=rank)

@@ -1,0 +1,21 @@
+"""Named salts of the random-key streams.
+
+Every use of randomness in a fit takes its own stream, ``jax.random.fold_in(seed_key, SALT)``,
+so adding or removing one use leaves the others' draws as they were. The values are part of
+what a seed means: changing one changes every fit's draws for that seed.
+"""
+
+#: the steps of an optimisation loop (minibatches, SVI's Monte Carlo draws)
+STEPS = 1
+#: the validation rows held out for early stopping
+VALIDATION = 2
+#: an anchored ensemble's prior draws and perturbed targets
+ANCHORS = 3
+#: SVI's start, steps and posterior draws
+SVI = 3
+#: NUTS chains: their starts and transitions
+NUTS = 4
+#: the Laplace approximation's posterior draws
+LAPLACE = 5
+#: MCLMC chains: their starts, tuning and steps
+MCLMC = 6
