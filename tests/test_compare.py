@@ -7,6 +7,8 @@ import pytest
 
 import bnn
 
+pytestmark = pytest.mark.xdist_group("sine_nuts")  # one worker fits the shared NUTS fixture (conftest)
+
 
 @pytest.fixture(scope="module")
 def sine_table(sine_nuts):

@@ -31,6 +31,7 @@ def _check_sine_behaviour(fit):
     return covered
 
 
+@pytest.mark.xdist_group("sine_nuts")  # the worker that fits the shared fixture for test_compare
 def test_sine_toy_interval_covers_and_epistemic_grows_outside_the_data(sine_nuts):
     fit = sine_nuts
     assert fit.num_draws == 600 and fit.info["sample_stats"]["diverging"].shape == (2, 300)

@@ -40,13 +40,14 @@ def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
 
 
 def test_other_settings_compile_their_own_programs():
+    """Every setting of the SVI programs is in their key by construction (tests/test_programs.py);
+    here, that the fit passes them: another guide compiles anew, a seed does not."""
     x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
     model = _model()
     model.fit(x, y, method="svi", num_steps=20, num_samples=5)
+    model.fit(x, y, method="svi", num_steps=20, num_samples=5, seed=4)
     model.fit(x, y, method="svi", num_steps=20, num_samples=5, guide="lowrank")
-    model.fit(x, y, method="svi", num_steps=20, num_samples=5, batch_size=10)
-    model.fit(x, y, method="svi", num_steps=30, num_samples=5)  # another schedule length
-    assert len(_svi_programs(model)) == 4
+    assert len(_svi_programs(model)) == 2
 
 
 def _svi_step_benchmark():
