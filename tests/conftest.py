@@ -79,3 +79,57 @@ def sine_nuts():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a few divergences are expected on this posterior
         return model.fit(x, y, method="nuts", seed=0, num_chains=2, num_warmup=300, num_samples=300)
+
+
+#: Small settings of every method for the shared fits below (the contract and save/load tests).
+METHOD_OPTIONS = {
+    "mle": {"num_steps": 200},
+    "map": {"num_steps": 200},
+    "laplace": {"num_steps": 200, "num_samples": 30},
+    "svi": {"num_steps": 200, "num_samples": 30},
+    "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
+    "ensemble": {"num_members": 6, "num_steps": 200},
+    "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 15, "map_options": {"num_steps": 200}},
+}
+#: likelihood name -> (constructor, output width)
+LIKELIHOODS = {
+    "gaussian": (lambda: __import__("bnn").Gaussian(scale=0.1), 1),
+    "learned": (lambda: __import__("bnn").Gaussian(), 1),
+    "heteroscedastic": (lambda: __import__("bnn").Heteroscedastic(), 2),
+    "bernoulli": (lambda: __import__("bnn").Bernoulli(), 1),
+    "categorical": (lambda: __import__("bnn").Categorical(), 2),
+}
+
+
+def likelihood_data(kind):
+    import bnn
+
+    if kind in ("bernoulli", "categorical"):
+        return bnn.datasets.hill(n=40, seed=0)
+    return bnn.datasets.sine(n=40, seed=0)
+
+
+@pytest.fixture(scope="session")
+def method_fit():
+    """``method_fit(method, kind)``: one fit per method and likelihood per test run, on a fresh
+    ``MLP((5, width))`` with Normal(1) priors, seed 0 and :data:`METHOD_OPTIONS`. Shared by the
+    contract and save/load tests (mark them ``xdist_group("method_fits")``): each fit compiles
+    its own programs, so fitting it once instead of once per test module saves most of their time.
+    """
+    import warnings
+
+    import bnn
+
+    fits = {}
+
+    def get(method, kind):
+        if (method, kind) not in fits:
+            make, width = LIKELIHOODS[kind]
+            x, y = likelihood_data(kind)
+            model = bnn.BNN(bnn.MLP((5, width)), prior=bnn.Normal(1.0), likelihood=make())
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", ".*NUTS transitions diverged", UserWarning)
+                fits[method, kind] = model.fit(x, y, method=method, seed=0, **METHOD_OPTIONS[method])
+        return fits[method, kind]
+
+    return get

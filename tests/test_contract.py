@@ -6,51 +6,31 @@ import pytest
 
 import bnn
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
+from conftest import LIKELIHOODS, METHOD_OPTIONS, likelihood_data
 
-OPTIONS = {
-    "mle": {"num_steps": 200},
-    "map": {"num_steps": 200},
-    "laplace": {"num_steps": 200, "num_samples": 30},
-    "svi": {"num_steps": 200, "num_samples": 30},
-    "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
-    "ensemble": {"num_members": 6, "num_steps": 200},
-    "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 15, "map_options": {"num_steps": 200}},
-}
+pytestmark = [pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning"),
+              pytest.mark.xdist_group("method_fits")]  # the worker holding the shared fits (conftest)
+
+OPTIONS = METHOD_OPTIONS
 DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30, "ensemble": 6, "mclmc": 30}
 
 
 def test_every_method_is_in_the_contract():
     assert set(OPTIONS) == set(bnn.model.METHODS)
 
-LIKELIHOODS = {
-    "gaussian": (lambda: bnn.Gaussian(scale=0.1), 1),
-    "learned": (lambda: bnn.Gaussian(), 1),
-    "heteroscedastic": (lambda: bnn.Heteroscedastic(), 2),
-    "bernoulli": (lambda: bnn.Bernoulli(), 1),
-    "categorical": (lambda: bnn.Categorical(), 2),
-}
-
-
-def _data(kind):
-    if kind in ("bernoulli", "categorical"):
-        return bnn.datasets.hill(n=40, seed=0)
-    return bnn.datasets.sine(n=40, seed=0)
-
 
 #: A covering set rather than the full grid (each pair compiles its own programs): every
 #: method with a regression and a classification likelihood, and every likelihood with one
 #: method of each family (point, Gaussian approximation, variational).
-COVERING = sorted({(m, k) for m in OPTIONS for k in ("gaussian", "categorical")}
+COVERING = sorted({(m, k) for m in OPTIONS for k in ("learned", "categorical")}
                   | {(m, k) for m in ("map", "laplace", "svi") for k in LIKELIHOODS})
 
 
 @pytest.mark.parametrize(("method", "kind"), COVERING)
-def test_every_method_gives_the_same_fit_surface(method, kind):
-    make, width = LIKELIHOODS[kind]
-    x, y = _data(kind)
-    model = bnn.BNN(bnn.MLP((5, width)), prior=bnn.Normal(1.0), likelihood=make())
-    fit = model.fit(x, y, method=method, seed=0, **OPTIONS[method])
+def test_every_method_gives_the_same_fit_surface(method, kind, method_fit):
+    x, y = likelihood_data(kind)
+    fit = method_fit(method, kind)
+    model = fit.model
 
     assert isinstance(fit, bnn.Fit) and fit.method == method
     assert list(fit.draws) == list(model.latent_sites(x.shape[1]))

@@ -8,30 +8,22 @@ import pytest
 
 import bnn
 
+from conftest import METHOD_OPTIONS
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
 
 X, Y = bnn.datasets.sine(n=40, seed=0)
 GRID = bnn.datasets.sine_grid(25)
-OPTIONS = {
-    "mle": {"num_steps": 100},
-    "map": {"num_steps": 100},
-    "nuts": {"num_chains": 2, "num_warmup": 50, "num_samples": 20},
-    "svi": {"num_steps": 200, "num_samples": 20},
-    "laplace": {"num_steps": 200, "num_samples": 20},
-    "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 20, "map_options": {"num_steps": 100}},
-}
-
-
 def _assert_same_predictions(a, b, x):
     pa, pb = a.predict(x), b.predict(x)
     for name in ("mean", "epistemic_var", "aleatoric_var", "samples", "variance_samples"):
         np.testing.assert_array_equal(np.asarray(getattr(pa, name)), np.asarray(getattr(pb, name)), err_msg=name)
 
 
-@pytest.mark.parametrize("method", list(OPTIONS))
-def test_round_trip_predicts_identically(tmp_path, method):
-    model = bnn.BNN(bnn.MLP((5, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
-    fit = model.fit(X, Y, method=method, **OPTIONS[method])
+@pytest.mark.xdist_group("method_fits")  # the worker holding the shared fits (conftest)
+@pytest.mark.parametrize("method", list(METHOD_OPTIONS))
+def test_round_trip_predicts_identically(tmp_path, method, method_fit):
+    fit = method_fit(method, "learned")  # MLP((5, 1)), Normal(1) priors, learned noise, on (X, Y)
     fit.save(tmp_path / "fit")
     loaded = bnn.load(tmp_path / "fit")
     assert loaded.method == method and loaded.num_draws == fit.num_draws and loaded.num_chains == fit.num_chains
