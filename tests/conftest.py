@@ -112,9 +112,9 @@ def likelihood_data(kind):
 @pytest.fixture(scope="session")
 def method_fit():
     """``method_fit(method, kind)``: one fit per method and likelihood per test run, on a fresh
-    ``MLP((5, width))`` with Normal(1) priors, seed 0 and :data:`METHOD_OPTIONS`. Shared by the
-    contract and save/load tests (mark them ``xdist_group("method_fits")``): each fit compiles
-    its own programs, so fitting it once instead of once per test module saves most of their time.
+    ``MLP((5, width))`` with Normal(1) priors, seed 0 and :data:`METHOD_OPTIONS`, for the tests of
+    tests/test_contract.py (one xdist worker runs a whole file: ``--dist loadfile``): each fit
+    compiles its own programs, so fitting it once instead of once per test saves most of their time.
     """
     import warnings
 
@@ -133,3 +133,24 @@ def method_fit():
         return fits[method, kind]
 
     return get
+
+
+def check_sine_behaviour(fit):
+    """NUTS on the sine toy: the 90 % interval covers held-out points; epistemic std grows outside [-1, 1]."""
+    import bnn
+
+    x_test, y_test = bnn.datasets.sine(n=500, noise=0.1, seed=123)  # held-out, from the true function on [-1, 1]
+    covered = float(bnn.metrics.coverage(fit.predict(x_test), y_test, 0.9).mean())
+    grid = bnn.datasets.sine_grid(301)
+    eps = np.asarray(fit.predict(grid).epistemic_std[:, 0])
+    inside = np.abs(grid[:, 0]) <= 1.0
+    assert covered >= 0.85, covered
+    assert eps[~inside].mean() > 2 * eps[inside].mean(), (eps[~inside].mean(), eps[inside].mean())
+    return covered
+
+
+def assert_same_predictions(a, b, x):
+    """Two fits predict the same at ``x``, to the bit."""
+    pa, pb = a.predict(x), b.predict(x)
+    for name in ("mean", "epistemic_var", "aleatoric_var", "samples", "variance_samples"):
+        np.testing.assert_array_equal(np.asarray(getattr(pa, name)), np.asarray(getattr(pb, name)), err_msg=name)

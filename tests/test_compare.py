@@ -7,7 +7,7 @@ import pytest
 
 import bnn
 
-pytestmark = pytest.mark.xdist_group("sine_nuts")  # one worker fits the shared NUTS fixture (conftest)
+from conftest import check_sine_behaviour
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +24,12 @@ def sine_table(sine_nuts):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Pareto k warnings are tested below
         return bnn.compare(fits, x_test, y_test), fits, (x_test, y_test)
+
+
+def test_sine_toy_interval_covers_and_epistemic_grows_outside_the_data(sine_nuts):
+    fit = sine_nuts
+    assert fit.num_draws == 600 and fit.info["sample_stats"]["diverging"].shape == (2, 300)
+    check_sine_behaviour(fit)
 
 
 def test_posterior_fits_have_lower_test_nll_than_map(sine_table):

@@ -1,4 +1,4 @@
-"""One contract for every method and likelihood: the same Fit surface, shapes and identities."""
+"""One contract for every method and likelihood: the same Fit surface, shapes and identities; a saved fit predicts identically."""
 
 import jax
 import numpy as np
@@ -6,10 +6,9 @@ import pytest
 
 import bnn
 
-from conftest import LIKELIHOODS, METHOD_OPTIONS, likelihood_data
+from conftest import LIKELIHOODS, METHOD_OPTIONS, assert_same_predictions, likelihood_data
 
-pytestmark = [pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning"),
-              pytest.mark.xdist_group("method_fits")]  # the worker holding the shared fits (conftest)
+pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
 
 OPTIONS = METHOD_OPTIONS
 DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30, "ensemble": 6, "mclmc": 30}
@@ -87,3 +86,18 @@ def test_mutual_information_is_zero_for_a_point_fit_and_positive_for_a_posterior
     np.testing.assert_allclose(point.mutual_information, 0.0, atol=1e-6)
     np.testing.assert_allclose(point.entropy, point.expected_entropy, rtol=1e-6)
     assert float(laplace.predict(grid).mutual_information.mean()) > 1e-3
+
+
+@pytest.mark.parametrize("method", list(METHOD_OPTIONS))
+def test_round_trip_predicts_identically(tmp_path, method, method_fit):
+    fit = method_fit(method, "learned")  # MLP((5, 1)), Normal(1) priors, learned noise, on (x, y)
+    fit.save(tmp_path / "fit")
+    loaded = bnn.load(tmp_path / "fit")
+    assert loaded.method == method and loaded.num_draws == fit.num_draws and loaded.num_chains == fit.num_chains
+    assert_same_predictions(fit, loaded, bnn.datasets.sine_grid(25))
+    np.testing.assert_array_equal(loaded.log_likelihood(), fit.log_likelihood())
+    assert loaded.info["wall_time"] == pytest.approx(fit.info["wall_time"])
+    if method in ("nuts", "mclmc"):
+        np.testing.assert_array_equal(loaded.info["sample_stats"]["diverging"], fit.info["sample_stats"]["diverging"])
+    if method == "laplace":
+        assert loaded.linearize_at is not None and loaded.info["subset"] == fit.info["subset"]

@@ -8,34 +8,12 @@ import pytest
 
 import bnn
 
-from conftest import METHOD_OPTIONS
+from conftest import assert_same_predictions
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
 
 X, Y = bnn.datasets.sine(n=40, seed=0)
 GRID = bnn.datasets.sine_grid(25)
-def _assert_same_predictions(a, b, x):
-    pa, pb = a.predict(x), b.predict(x)
-    for name in ("mean", "epistemic_var", "aleatoric_var", "samples", "variance_samples"):
-        np.testing.assert_array_equal(np.asarray(getattr(pa, name)), np.asarray(getattr(pb, name)), err_msg=name)
-
-
-@pytest.mark.xdist_group("method_fits")  # the worker holding the shared fits (conftest)
-@pytest.mark.parametrize("method", list(METHOD_OPTIONS))
-def test_round_trip_predicts_identically(tmp_path, method, method_fit):
-    fit = method_fit(method, "learned")  # MLP((5, 1)), Normal(1) priors, learned noise, on (X, Y)
-    fit.save(tmp_path / "fit")
-    loaded = bnn.load(tmp_path / "fit")
-    assert loaded.method == method and loaded.num_draws == fit.num_draws and loaded.num_chains == fit.num_chains
-    _assert_same_predictions(fit, loaded, GRID)
-    np.testing.assert_array_equal(loaded.log_likelihood(), fit.log_likelihood())
-    assert loaded.info["wall_time"] == pytest.approx(fit.info["wall_time"])
-    if method in ("nuts", "mclmc"):
-        np.testing.assert_array_equal(loaded.info["sample_stats"]["diverging"], fit.info["sample_stats"]["diverging"])
-    if method == "laplace":
-        assert loaded.linearize_at is not None and loaded.info["subset"] == fit.info["subset"]
-
-
 def test_round_trip_of_normalized_classifier_polynomial_and_dict_prior(tmp_path):
     xh, yh = bnn.datasets.hill(n=60)
     prior = {"*.kernel": bnn.FanInNormal(2.0), "*": bnn.Normal(0.5)}
@@ -48,7 +26,7 @@ def test_round_trip_of_normalized_classifier_polynomial_and_dict_prior(tmp_path)
         fit = model.fit(x, y, method="laplace", normalize=True, num_steps=100, num_samples=10)
         fit.save(tmp_path / name)
         loaded = bnn.load(tmp_path / name)
-        _assert_same_predictions(fit, loaded, x[:9])
+        assert_same_predictions(fit, loaded, x[:9])
         assert loaded.model.prior == model.prior and loaded.model.likelihood == model.likelihood
         np.testing.assert_array_equal(loaded.normalizer.x_mean, fit.normalizer.x_mean)
 
@@ -120,7 +98,7 @@ def test_save_refuses_to_overwrite_and_custom_networks_load_with_module(saved, t
         assert spec["network"]["class"].endswith("MLP" if name == "odd" else "Custom")
         with pytest.raises(ValueError, match=r"custom linen network.*bnn.load\(path, module=network\)"):
             bnn.load(tmp_path / name)
-        _assert_same_predictions(custom, bnn.load(tmp_path / name, module=again), GRID)
+        assert_same_predictions(custom, bnn.load(tmp_path / name, module=again), GRID)
     with pytest.raises(ValueError, match="mismatched with the given network"):
         bnn.load(tmp_path / "custom", module=bnn.MLP((2, 1)))
 
@@ -135,11 +113,11 @@ def test_an_interrupted_save_keeps_the_previous_fit(saved, monkeypatch):
     monkeypatch.setattr(bnn.io, "_write_spec", disk_full)  # arrays.npz written, spec.json fails
     with pytest.raises(OSError, match="No space left"):
         new.save(saved, overwrite=True)
-    _assert_same_predictions(old, bnn.load(saved), GRID)
+    assert_same_predictions(old, bnn.load(saved), GRID)
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]  # no staging folder left behind
     monkeypatch.undo()
     new.save(saved, overwrite=True)
-    _assert_same_predictions(new, bnn.load(saved), GRID)
+    assert_same_predictions(new, bnn.load(saved), GRID)
     assert sorted(p.name for p in saved.iterdir()) == ["arrays.npz", "spec.json"]
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
 
@@ -164,4 +142,4 @@ def test_custom_initializers_are_flagged_on_load(tmp_path):
     with pytest.warns(UserWarning, match="custom initialisers"):
         loaded = bnn.load(tmp_path / "f")
     with warnings.catch_warnings():
-        _assert_same_predictions(fit, loaded, GRID)
+        assert_same_predictions(fit, loaded, GRID)

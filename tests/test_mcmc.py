@@ -11,6 +11,8 @@ import pytest
 
 import bnn
 
+from conftest import check_sine_behaviour
+
 pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
 
 
@@ -20,27 +22,9 @@ def _sine_nuts(num_chains, num_warmup, num_samples, seed=0):
     return model.fit(x, y, method="nuts", seed=seed, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_samples)
 
 
-def _check_sine_behaviour(fit):
-    x_test, y_test = bnn.datasets.sine(n=500, noise=0.1, seed=123)  # held-out, from the true function on [-1, 1]
-    covered = float(bnn.metrics.coverage(fit.predict(x_test), y_test, 0.9).mean())
-    grid = bnn.datasets.sine_grid(301)
-    eps = np.asarray(fit.predict(grid).epistemic_std[:, 0])
-    inside = np.abs(grid[:, 0]) <= 1.0
-    assert covered >= 0.85, covered
-    assert eps[~inside].mean() > 2 * eps[inside].mean(), (eps[~inside].mean(), eps[inside].mean())
-    return covered
-
-
-@pytest.mark.xdist_group("sine_nuts")  # the worker that fits the shared fixture for test_compare
-def test_sine_toy_interval_covers_and_epistemic_grows_outside_the_data(sine_nuts):
-    fit = sine_nuts
-    assert fit.num_draws == 600 and fit.info["sample_stats"]["diverging"].shape == (2, 300)
-    _check_sine_behaviour(fit)
-
-
 @pytest.mark.slow
 def test_sine_toy_with_the_design_settings():
-    _check_sine_behaviour(_sine_nuts(num_chains=4, num_warmup=500, num_samples=500))
+    check_sine_behaviour(_sine_nuts(num_chains=4, num_warmup=500, num_samples=500))
 
 
 def test_sample_stats_and_init_from_map(linear_data):

@@ -37,7 +37,7 @@ from bnn.inference._loop import (
     shard_rows,
     warn_unsettled,
 )
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, split_validation
+from bnn.inference.optimize import DEFAULT_LEARNING_RATE, BestOnValidation, build_scan_chunk, objective_fn, split_validation
 from bnn.lifting import LiftedModel, flatten_params
 from bnn.likelihoods import Gaussian
 
@@ -188,9 +188,7 @@ def fit_ensemble(
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     data = shard_rows(data, mesh, n)
 
-    tracker = None
-    if val is not None:
-        tracker = _BestPerMember(model, transforms, val, u0, patience)
+    tracker = None if val is None else BestOnValidation(model, transforms, val, u0, patience, members=True)
     eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
     (u, _), losses, done = run_in_chunks(
         lambda state, keys: program(*state, keys, data, anchors, member_ys),
@@ -223,37 +221,3 @@ def fit_ensemble(
         worst = max(change for _, change in judged)
         warn_unsettled(f"ensemble ({objective.upper()})", worst, done)
     return Fit(model=model, method="ensemble", draws=draws, num_features=num_features, info=info, y_err=fit_errors)
-
-
-class _BestPerMember:
-    """Early stopping per member: each keeps its parameters at its lowest validation loss."""
-
-    def __init__(self, model: LiftedModel, transforms, val, u0, patience: int):
-        val_data = jax.tree.map(jnp.asarray, val)
-
-        def val_loss(u):
-            values = {k: transforms[k](v) for k, v in u.items()}
-            return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
-
-        self._loss = jax.jit(jax.vmap(val_loss))
-        members = jax.tree.leaves(u0)[0].shape[0]
-        self.best_u = u0
-        self.best_loss = np.full(members, np.inf)
-        self.best_step = np.zeros(members, dtype=int)
-        self.since = np.zeros(members, dtype=int)
-        self.patience = patience
-        self.history: list[np.ndarray] = []
-
-    def update(self, state, done: int) -> bool:
-        """Record the members' validation losses after ``done`` steps; True when all have stopped improving."""
-        current = np.asarray(self._loss(state[0]))
-        self.history.append(current)
-        improved = current < self.best_loss
-        pick = jnp.asarray(improved)
-        self.best_u = jax.tree.map(
-            lambda new, old: jnp.where(pick.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), state[0], self.best_u
-        )
-        self.best_loss = np.where(improved, current, self.best_loss)
-        self.best_step = np.where(improved, done, self.best_step)
-        self.since = np.where(improved, 0, self.since + 1)
-        return bool(np.all(self.since >= self.patience))

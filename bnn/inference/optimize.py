@@ -25,7 +25,6 @@ progress bar and validation checks).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -204,26 +203,7 @@ def fit_point(
 
     data = jax.tree.map(jnp.asarray, (x, y, y_err))
     data = shard_rows(data, mesh, n)
-    val_losses: list[float] = []
-    best: dict[str, Any] = {"loss": np.inf, "u": u0, "step": 0, "since": 0}
-    on_chunk = None
-    if val is not None:
-        val_data = jax.tree.map(jnp.asarray, val)
-
-        @jax.jit
-        def val_loss_fn(u):
-            values = {k: transforms[k](v) for k, v in u.items()}
-            return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
-
-        def on_chunk(state, done):
-            current = float(val_loss_fn(state[0]))
-            val_losses.append(current)
-            if current < best["loss"]:
-                best.update(loss=current, u=state[0], step=done, since=0)
-                return False
-            best["since"] += 1
-            return best["since"] >= patience
-
+    stopper = None if val is None else BestOnValidation(model, transforms, val, u0, patience, members=False)
     eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
     (u, _), losses, done = run_in_chunks(
         lambda state, keys: scan_chunk(*state, keys, data),
@@ -233,10 +213,10 @@ def fit_point(
         eval_every,
         method.upper(),
         progress_bar,
-        on_chunk,
+        None if stopper is None else stopper.update,
     )
-    if val is not None:
-        u = best["u"]
+    if stopper is not None:
+        u = stopper.best_u
     values = {k: transforms[k](v) for k, v in u.items()}
     draws = {k: jnp.asarray(v)[None] for k, v in values.items()}
     info = {
@@ -246,8 +226,8 @@ def fit_point(
         "num_train": n,
     }
     info["settled"], info["loss_change"] = loss_settled(losses)
-    if val is not None:
-        info.update(val_loss=np.asarray(val_losses), best_step=best["step"])
+    if stopper is not None:
+        info.update(val_loss=np.asarray(stopper.history), best_step=int(stopper.best_step))
     elif info["settled"] is False:  # early stopping judges by validation loss instead
         warn_unsettled(method.upper(), info["loss_change"], done)
     return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info, y_err=fit_errors)
@@ -268,3 +248,44 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
     if model.hierarchical:  # sampled scales start at the RMS of their weights at the MAP
         values.update(model.scale_values(values, fit.num_features))
     return values, fit
+
+
+class BestOnValidation:
+    """Early stopping: keep the parameters at the lowest validation loss, stop after ``patience``
+    checks without improvement. With ``members=True`` the parameters carry a leading member axis
+    (an ensemble) and each member keeps its own best; the run stops when every member has stopped
+    improving. ``update`` is the ``on_chunk`` callback of :func:`bnn.inference._loop.run_in_chunks`.
+    """
+
+    def __init__(self, model: LiftedModel, transforms, val, u0, patience: int, members: bool):
+        val_data = jax.tree.map(jnp.asarray, val)
+
+        def val_loss(u):
+            values = {k: transforms[k](v) for k, v in u.items()}
+            return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
+
+        self._loss = jax.jit(jax.vmap(val_loss) if members else val_loss)
+        self._members = members
+        shape = (jax.tree.leaves(u0)[0].shape[0],) if members else ()
+        self.best_u = u0
+        self.best_loss = np.full(shape, np.inf)
+        self.best_step = np.zeros(shape, dtype=int)
+        self.since = np.zeros(shape, dtype=int)
+        self.patience = patience
+        self.history: list[np.ndarray] = []
+
+    def update(self, state, done: int) -> bool:
+        """Record the validation loss(es) after ``done`` steps; True when every member has stopped improving."""
+        current = np.asarray(self._loss(state[0]))
+        self.history.append(current)
+        improved = current < self.best_loss
+        if self._members:
+            pick = jnp.asarray(improved)
+            self.best_u = jax.tree.map(
+                lambda new, old: jnp.where(pick.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), state[0], self.best_u)
+        elif improved:
+            self.best_u = state[0]
+        self.best_loss = np.where(improved, current, self.best_loss)
+        self.best_step = np.where(improved, done, self.best_step)
+        self.since = np.where(improved, 0, self.since + 1)
+        return bool(np.all(self.since >= self.patience))
