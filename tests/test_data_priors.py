@@ -236,8 +236,10 @@ def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
     prior_draws = grouped.sample_prior(1, 4000, seed=0)["*.kernel.scale"]
     assert float(np.mean(prior_draws)) == pytest.approx(2.0 * np.sqrt(2 / np.pi), rel=4 * 0.6 / np.sqrt(4000))
 
+    # NUTS here (its hierarchical coordinates are the chain driver's, shared with MCLMC; the
+    # quadrature test below checks the sampled posterior); SVI's guide sites are its own
     starts = {"map_options": {"num_steps": 200}}
-    for method, options in (("mclmc", {"num_chains": 2, "num_warmup": 100, "num_samples": 20, **starts}),
+    for method, options in (("nuts", {"num_chains": 2, "num_warmup": 20, "num_samples": 10, **starts}),
                             ("svi", {"num_steps": 50, "num_samples": 20, **starts})):
         fit = model.fit(x, y, method=method, **options)
         for site in scales:

@@ -45,7 +45,11 @@ CONTINUOUS = ("gaussian", "gaussian_learned", "heteroscedastic")
 
 
 def examples(n: int):
-    """Hypothesis settings: ``n`` examples, reproducible (derandomised), no database, no deadline."""
+    """Hypothesis settings: ``n`` examples, reproducible (derandomised), no database, no deadline.
+
+    Each example builds a new model and compiles its programs (about 1-2 s), so ``n`` is small:
+    the counts keep the default suite within its time budget; a larger ``n`` explores further.
+    """
     return settings(max_examples=n, deadline=None, derandomize=True, database=None)
 
 
@@ -293,7 +297,7 @@ def test_sites_are_the_parameter_paths_the_likelihood_sites_and_y(case, n):
 # --- 2. log joint --------------------------------------------------------------------
 
 
-@examples(6)
+@examples(4)
 @given(case=cases(), n=st.integers(1, 16), x_scale=st.sampled_from([1e-2, 1.0, 30.0]))
 def test_log_joint_at_a_prior_draw_is_finite(case, n, x_scale):
     model = case.model()
@@ -308,7 +312,7 @@ def test_log_joint_at_a_prior_draw_is_finite(case, n, x_scale):
 # --- 3. prior predictive -------------------------------------------------------------
 
 
-@examples(7)
+@examples(5)
 @given(case=cases(), n=st.integers(1, 12), num_samples=st.integers(1, 40))
 def test_prior_predictive_shapes_and_variance_decomposition(case, n, num_samples):
     model = case.model()
@@ -332,7 +336,7 @@ def l2_cases(draw):
     return case, prior_scale
 
 
-@examples(10)
+@examples(6)
 @given(l2=l2_cases(), n=st.integers(1, 30), theta_ratio=st.floats(0.3, 3.0))
 def test_map_objective_is_mse_plus_weight_decay(l2, n, theta_ratio):
     case, prior_scale = l2
