@@ -10,9 +10,9 @@ The steps, each a function here:
 
 * :func:`simulate` — ``R`` data sets from the model's own generative process
   (``model.model`` with ``y=None``) at fixed inputs;
-* :func:`nuts` — NumPyro NUTS on ``model.model`` for every replication in **one**
-  vectorised, jitted JAX program (``jax.vmap`` over replications and chains of NumPyro's
-  functional ``hmc(..., algo="NUTS")`` interface), thinned to ``L`` draws each;
+* :func:`nuts` — the package's NUTS (the kernel of ``fit(method="nuts")``, run by its chain
+  driver) for every replication in **one** vectorised program: replications and their chains
+  are the rows of one batch, each with its own data; thinned to ``L`` draws each;
 * :func:`quantities` — scalar quantities of a parameter draw: every weight (optionally
   in a canonical form, see below) and the network outputs at test inputs;
 * :func:`ranks` — the rank of the truth among the draws, per replication and quantity;
@@ -48,7 +48,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -56,24 +55,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnn import _checks
+
 if TYPE_CHECKING:
     from bnn.model import BNN
 
 OBS_SITE = "y"
 _DENSE = re.compile(r"^Dense_(\d+)\.(kernel|bias)$")
 _ODD_ACTIVATIONS = ("tanh", "identity")
-#: Compiled programs per model (simulation, NUTS), so repeated runs compile once.
-_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _alive(ref: weakref.ref) -> BNN:
-    """The model behind a weak reference held by a cached program (alive while the program runs)."""
-    model = ref()
-    if model is None:  # pragma: no cover - a cached program is dropped with its model
-        raise ReferenceError("the model of this cached SBC program no longer exists.")
-    return model
-
-
 def _key(seed) -> jax.Array:
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
         return jax.random.PRNGKey(int(seed))
@@ -122,19 +111,17 @@ def simulate(model: BNN, x, num_replications: int, seed=0) -> Simulations:
     """
     x = _as_inputs(x)
     sites = tuple(model.latent_sites(int(x.shape[1])))
-    cache = _PROGRAMS.setdefault(model, {})
-    key = ("simulate", int(num_replications), sites)
-    if key not in cache:
-        from numpyro.infer import Predictive
-
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-        cache[key] = jax.jit(Predictive(lambda x: _alive(model_ref).model(x), num_samples=int(num_replications),
-                                        return_sites=[*sites, OBS_SITE]))
-    draws = cache[key](_key(seed), x)
+    draws = model.program(_simulation_program, num_replications=int(num_replications), sites=sites)(_key(seed), x)
     return Simulations(x=x, params={s: draws[s] for s in sites}, y=draws[OBS_SITE])
 
 
-# --- vectorised NUTS over replications ---------------------------------------------------
+def _simulation_program(model: BNN, num_replications: int, sites: tuple[str, ...]):
+    from numpyro.infer import Predictive
+
+    return jax.jit(Predictive(model.model, num_samples=num_replications, return_sites=[*sites, OBS_SITE]))
+
+
+# --- the package's NUTS over replications ------------------------------------------------
 
 
 class Posterior(NamedTuple):
@@ -154,79 +141,29 @@ class Posterior(NamedTuple):
     wall_time: float
 
 
-def _nuts_program(model: BNN, num_warmup: int, num_kept: int, thinning: int, target_accept_prob: float,
-                  max_tree_depth: int, dense_mass: bool):
-    """The jitted program ``(keys (R·C,), x, y (R·C, ...), z0 {site: (R·C, ...)}) -> draws, stats``.
-
-    Cached per model and settings, so repeated SBC runs (or a control run with other data
-    of the same shapes) compile once.
-    """
-    settings = (num_warmup, num_kept, thinning, target_accept_prob, max_tree_depth, dense_mass)
-    cache = _PROGRAMS.setdefault(model, {})
-    if settings in cache:
-        return cache[settings]
-    from numpyro.infer.hmc import hmc
-    from numpyro.infer.util import constrain_fn, potential_energy
-
-    model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-    # Jitted so that NumPyro's many calls trace the model once (tracing dominates set-up).
-    potential = jax.jit(lambda z, x, y: potential_energy(_alive(model_ref).model, (x, y), {}, z))
-
-    def potential_fn_gen(x, y):
-        return lambda z: potential(z, x, y)
-
-    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_fn_gen, algo="NUTS")
-
-    def one_chain(key, x, y, z0):
-        state = init_kernel(z0, num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
-                            dense_mass=dense_mass, model_args=(x, y), rng_key=key)
-        # One loop over warm-up and sampling (NUTS is traced once, which halves compilation);
-        # every `thinning`-th state after warm-up is written into a buffer.
-        buffer = jax.tree.map(lambda v: jnp.zeros((num_kept,) + v.shape, v.dtype), state.z)
-
-        def step(i, carry):
-            s, zs, div, steps = carry
-            s = sample_kernel(s, model_args=(x, y))
-            j = i - num_warmup
-            sampling = j >= 0
-            keep = sampling & (j % thinning == thinning - 1)
-            slot = jnp.clip(j // thinning, 0, num_kept - 1)
-            zs = jax.tree.map(lambda b, v: jnp.where(keep, b.at[slot].set(v), b), zs, s.z)
-            div = div + (sampling & s.diverging).astype(jnp.int32)
-            steps = steps + jnp.where(sampling, s.num_steps, 0).astype(jnp.int32)
-            return s, zs, div, steps
-
-        total = num_warmup + num_kept * thinning
-        _, zs, div, steps = jax.lax.fori_loop(0, total, step, (state, buffer, jnp.int32(0), jnp.int32(0)))
-        values = jax.vmap(lambda z: constrain_fn(_alive(model_ref).model, (x, y), {}, z))(zs)
-        return values, div, steps
-
-    program = jax.jit(jax.vmap(one_chain, in_axes=(0, None, 0, 0)))
-    cache[settings] = program
-    return program
-
-
 def nuts(
     model: BNN,
     x,
     y,
     num_draws: int = 99,
     num_chains: int = 1,
-    num_warmup: int = 500,
+    num_warmup: int = 250,
     thinning: int = 5,
     seed=0,
-    target_accept_prob: float = 0.8,
-    max_tree_depth: int = 10,
-    dense_mass: bool = False,
+    init="prior",
+    map_options: dict | None = None,
+    **kernel_options,
 ) -> Posterior:
-    """NUTS on ``model.model(x, y_r)`` for every replication ``r``, as one vectorised program.
+    """The package's NUTS (:func:`bnn.inference.mcmc.fit_nuts`'s kernel, through the chain driver of
+    :mod:`bnn.inference.chains`) on ``model.model(x, y_r)`` for every replication ``r``, as one
+    vectorised program: every chain of every replication is one row of the batch, with its own data.
 
-    Each chain starts from its own prior draw, adapts step size and (diagonal or dense)
-    mass matrix over ``num_warmup`` iterations, then keeps every ``thinning``-th of
-    ``ceil(num_draws / num_chains) · thinning`` iterations; the chains of a replication are
-    pooled and cut to ``num_draws``. Under ``jax.vmap`` a NUTS iteration lasts as long as
-    the longest trajectory in the batch, so the cost grows with the hardest replication.
+    Each chain starts from ``init`` (``"prior"``: its own prior draw; ``"map"``: a MAP fit to its
+    replication's data, as ``fit(method="nuts")`` does by default, at the cost of one MAP fit per
+    chain and replication), adapts over ``num_warmup`` iterations, then keeps every ``thinning``-th
+    of ``ceil(num_draws / num_chains) · thinning`` iterations; the chains of a replication are
+    pooled and cut to ``num_draws``. Under ``jax.vmap`` a NUTS iteration lasts as long as the
+    longest trajectory in the batch, so the cost grows with the hardest replication.
 
     Args:
       model: a :class:`bnn.BNN`.
@@ -234,42 +171,61 @@ def nuts(
       y: targets ``(R, n, out)`` (or ``(R, n)``), e.g. ``simulate(...).y``.
       num_draws: ``L``, posterior draws kept per replication (ranks lie in ``0..L``).
       num_chains: chains per replication.
-      num_warmup: warm-up (adaptation) iterations per chain.
+      num_warmup: warm-up (adaptation) iterations per chain (``fit``'s default: 250).
       thinning: iterations per kept draw (for roughly independent draws).
       seed: int or JAX key.
-      target_accept_prob, max_tree_depth, dense_mass: NUTS settings.
+      init: ``"prior"`` or ``"map"`` (see above).
+      map_options: options of the MAP fits of ``init="map"``.
+      **kernel_options: ``target_accept_prob``, ``max_tree_depth``, ``dense_mass``; the defaults
+        are ``fit(method="nuts")``'s.
 
     Returns:
       :class:`Posterior` with ``draws`` ``{site: (R, L, *shape)}``.
     """
+    from bnn.inference import chains, mcmc
+
     start = time.perf_counter()
     x = _as_inputs(x)
     y = jnp.asarray(y)
     if y.ndim < 2 or y.shape[1] != x.shape[0]:
         raise ValueError(f"`y` must have shape (R, n, ...) with n = {x.shape[0]} rows of `x`; got shape {y.shape}.")
+    if y.ndim == 2:
+        y = y[..., None]
     num_replications, num_draws, num_chains = int(y.shape[0]), int(num_draws), int(num_chains)
     if num_draws < 1 or num_chains < 1 or thinning < 1 or num_warmup < 0:
         raise ValueError("`num_draws`, `num_chains` and `thinning` must be >= 1 and `num_warmup` >= 0.")
+    unknown = set(kernel_options) - {"target_accept_prob", "max_tree_depth", "dense_mass"}
+    if unknown:
+        raise TypeError(f"unknown NUTS option(s) {sorted(unknown)}; expected target_accept_prob, max_tree_depth, dense_mass.")
+    settings = {"num_warmup": int(num_warmup), **mcmc.KERNEL_DEFAULTS,
+                **{k: type(mcmc.KERNEL_DEFAULTS[k])(v) for k, v in kernel_options.items()}}
+    init = _checks.one_of(init, "init", ("prior", "map"))
     num_kept = -(-num_draws // num_chains)
-    program = _nuts_program(model, int(num_warmup), num_kept, int(thinning), float(target_accept_prob),
-                            int(max_tree_depth), bool(dense_mass))
     key_init, key_run = jax.random.split(_key(seed))
     size = num_replications * num_chains
-    starts = model.sample_prior(int(x.shape[1]), size, key_init)
-    from numpyro.infer.util import unconstrain_fn
-
-    z0 = jax.vmap(lambda p: unconstrain_fn(model.model, (x, y[0]), {}, p))(starts)
-    keys = jax.random.split(key_run, size)
     ys = jnp.repeat(y, num_chains, axis=0)  # chain c of replication r is row r * num_chains + c
-    values, div, steps = program(keys, x, ys, z0)
-    draws = {k: v.reshape((num_replications, num_chains * num_kept) + v.shape[2:])[:, :num_draws]
+    if init == "prior":
+        values = model.sample_prior(int(x.shape[1]), size, key_init)
+    else:
+        keys = jax.random.split(key_init, size)
+        starts = [chains.map_start(model, x, ys[i], keys[i], map_options)[0] for i in range(size)]
+        values = jax.tree.map(lambda *v: jnp.stack(v), *starts)
+    starts, unravel = chains.flat_starts(model, values, int(x.shape[1]))
+    total = int(num_warmup) + num_kept * int(thinning)
+    flat, stats = chains.sample(model, mcmc._nuts_kernel, settings, unravel, starts, jax.random.split(key_run, size),
+                                (x, ys, None), "vectorized", total, batched_data=True)
+    kept = slice(int(num_warmup) + int(thinning) - 1, None, int(thinning))
+    samples = jax.vmap(unravel)(jnp.asarray(flat[:, kept].reshape((-1,) + flat.shape[2:])))
+    values = chains.constrained_draws(model, samples, int(x.shape[1]))
+    draws = {k: v.reshape((num_replications, num_chains * num_kept) + v.shape[1:])[:, :num_draws]
              for k, v in values.items()}
-    div = np.asarray(div).reshape(num_replications, num_chains)
-    steps = np.asarray(steps).reshape(num_replications, num_chains)
+    after = slice(int(num_warmup), None)
+    div = stats["diverging"][:, after].sum(axis=1).reshape(num_replications, num_chains)
+    steps = stats["num_steps"][:, after].sum(axis=1).reshape(num_replications, num_chains)
     return Posterior(
         draws=jax.block_until_ready(draws),
         num_divergences=div.sum(axis=1),
-        mean_tree_steps=steps.sum(axis=1) / (num_chains * num_kept * thinning),
+        mean_tree_steps=steps.sum(axis=1) / (num_chains * num_kept * int(thinning)),
         wall_time=time.perf_counter() - start,
     )
 

@@ -1,4 +1,6 @@
-"""Simulation-based calibration of NUTS on the lifted model (``bnn.sbc``).
+"""Simulation-based calibration of the package's NUTS (``bnn.sbc``: the kernel of
+``fit(method="nuts")``, its target acceptance 0.98 and its chain driver, with the replications
+as one batch of data sets; chains start from prior draws here, from MAP fits in benchmarks/sbc.py).
 
 Set-up: a one-hidden-layer tanh network with 3 units and one input (10 weights), Normal(0, 1)
 priors, N = 15 inputs evenly spread on [-1, 1] and known Gaussian noise σ = 0.3. The prior's

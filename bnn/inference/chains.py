@@ -97,21 +97,9 @@ def run_chains(model: LiftedModel, kernel: Callable[..., Kernel], settings: dict
     ``chain_method`` as checked by :func:`resolve_chain_method`.
     """
     x, y, y_err, key_run, _, starts, unravel = prepared
-    num_chains = int(starts.shape[0])
-    init_fn, advance_fn = model.program(_chain_program, kernel=kernel, unravel=unravel, chain_method=chain_method,
-                                        **settings)
-    data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    keys = jax.random.split(key_run, num_chains)
-    bar = progress(num_chains * num_iterations if chain_method == "sequential" else num_iterations, name, progress_bar)
-    try:
-        if chain_method == "sequential":
-            runs = [_run(init_fn, advance_fn, starts[c], keys[c], data, num_iterations, bar) for c in range(num_chains)]
-            flat, stats = np.stack([r[0] for r in runs]), {k: np.stack([r[1][k] for r in runs]) for k in runs[0][1]}
-        else:
-            flat, stats = _run(init_fn, advance_fn, starts, keys, data, num_iterations, bar)
-    finally:
-        if bar is not None:
-            bar.close()
+    keys = jax.random.split(key_run, int(starts.shape[0]))
+    flat, stats = sample(model, kernel, settings, unravel, starts, keys, jax.tree.map(jnp.asarray, (x, y, y_err)),
+                         chain_method, num_iterations, progress_bar, name)
     flat, stats = flat[:, keep], {k: v[:, keep] for k, v in stats.items()}  # (chains, kept, ...)
     samples = jax.vmap(unravel)(jnp.asarray(flat.reshape((-1,) + flat.shape[2:])))
     draws = constrained_draws(model, samples, x.shape[1])
@@ -122,12 +110,40 @@ def run_chains(model: LiftedModel, kernel: Callable[..., Kernel], settings: dict
     return ChainRun(x, y, y_err, draws, stats, divergences)
 
 
+def sample(model: LiftedModel, kernel: Callable[..., Kernel], settings: dict, unravel: FlatLayout, starts, keys,
+           data, chain_method: str, num_iterations: int, progress_bar: bool = False, name: str = "",
+           batched_data: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``num_iterations`` iterations of every chain: flat positions ``(chains, iterations, dim)`` and
+    statistics ``{name: (chains, iterations)}``.
+
+    ``starts`` ``(chains, dim)``, ``keys`` ``(chains,)``; ``data`` ``(x, y, y_err)``. With
+    ``batched_data`` (vectorised chains only) every chain has its own ``y`` (``(chains, n, out)``,
+    the same ``x``): many data sets sampled by one program, as simulation-based calibration does.
+    """
+    if batched_data and chain_method != "vectorized":
+        raise ValueError(f"chains with their own data run vectorised; got chain_method={chain_method!r}.")
+    init_fn, advance_fn = model.program(_chain_program, kernel=kernel, unravel=unravel, chain_method=chain_method,
+                                        batched_data=batched_data, **settings)
+    num_chains = int(starts.shape[0])
+    bar = progress(num_chains * num_iterations if chain_method == "sequential" else num_iterations, name, progress_bar)
+    try:
+        if chain_method == "sequential":
+            runs = [_run(init_fn, advance_fn, starts[c], keys[c], data, num_iterations, bar) for c in range(num_chains)]
+            return np.stack([r[0] for r in runs]), {k: np.stack([r[1][k] for r in runs]) for k in runs[0][1]}
+        return _run(init_fn, advance_fn, starts, keys, data, num_iterations, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 def _chain_program(model: LiftedModel, kernel: Callable[..., Kernel], unravel: FlatLayout, chain_method: str,
-                   **settings) -> Kernel:
+                   batched_data: bool = False, **settings) -> Kernel:
     """The kernel's ``init`` and ``advance`` compiled over chains by ``chain_method``."""
     one = kernel(model, unravel, **settings)
+    data_axes = (None, 0, None) if batched_data else None
     if chain_method == "vectorized":
-        return Kernel(jax.jit(jax.vmap(one.init, in_axes=(0, 0, None))), jax.jit(jax.vmap(one.advance, in_axes=(0, None, None))))
+        return Kernel(jax.jit(jax.vmap(one.init, in_axes=(0, 0, data_axes))),
+                      jax.jit(jax.vmap(one.advance, in_axes=(0, data_axes, None))))
     if chain_method == "parallel":
         return Kernel(jax.pmap(one.init, in_axes=(0, 0, None)), jax.pmap(one.advance, in_axes=(0, None, None)))
     return Kernel(jax.jit(one.init), jax.jit(one.advance))
@@ -212,14 +228,19 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
     if y_err is not None:
         map_options["y_err"] = y_err
     values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
-    transforms = model.transforms(x.shape[1])
+    starts, unravel = flat_starts(model, values, x.shape[1])
+    return Prepared(x, y, y_err, key_run, model.transforms(x.shape[1]), starts, unravel)
+
+
+def flat_starts(model: LiftedModel, values: dict, num_features: int) -> tuple[jax.Array, FlatLayout]:
+    """Site values ``{site: (chains, *shape)}`` -> the samplers' flat starts ``(chains, dim)`` and their layout."""
     if model.hierarchical:
-        unconstrained = jax.vmap(lambda v: model.unconstrain(v, x.shape[1]))(values)
+        unconstrained = jax.vmap(lambda v: model.unconstrain(v, num_features))(values)
     else:
+        transforms = model.transforms(num_features)
         unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
     unravel = FlatLayout.of({k: v[0] for k, v in unconstrained.items()})
-    starts = jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
-    return Prepared(x, y, y_err, key_run, transforms, starts, unravel)
+    return jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained), unravel
 
 
 class FlatLayout(NamedTuple):

@@ -34,6 +34,8 @@ from bnn.lifting import LiftedModel
 
 #: per-draw statistics kept in ``info["sample_stats"]``
 STATS = ("diverging", "num_steps", "accept_prob", "energy", "potential_energy", "step_size")
+#: the kernel's settings in ``fit(method="nuts")`` (also :func:`bnn.sbc.nuts`'s defaults)
+KERNEL_DEFAULTS = {"target_accept_prob": 0.98, "max_tree_depth": 10, "dense_mass": False}
 HEALTH = Health("NUTS transitions diverged",
                 "the sampler may have missed parts of the posterior. Try a higher target_accept_prob (e.g. 0.99), "
                 "a longer num_warmup, init='map' or a tighter prior.")
