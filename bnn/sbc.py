@@ -19,9 +19,9 @@ The steps, each a function here:
 * :func:`uniformity` — χ² tests of the rank histograms and an ECDF test with
   simultaneous bands, Bonferroni-corrected over all quantities.
 
-:func:`run` chains them for NUTS. Other methods (e.g. ``model.fit(method="svi")`` in a
-loop over replications) produce draws that go through :func:`quantities`,
-:func:`ranks` and :func:`uniformity` the same way.
+:func:`run` chains them: for NUTS (the default) with all replications in one program, for
+any other method of ``model.fit`` (``run(..., method="laplace")``) with one ``model.fit`` per
+replication, so the check covers the code users run.
 
 Weight-space symmetry. Permuting the hidden units of a layer, or (for an odd activation
 such as tanh) flipping the signs of one unit's incoming and outgoing weights, leaves the
@@ -580,8 +580,8 @@ class SBC(NamedTuple):
 
 
 def run(model: BNN, x, x_test=None, num_replications: int = 100, num_draws: int = 99, seed=0,
-        simulator: BNN | None = None, canonical: bool = True, **nuts_options) -> SBC:
-    """Simulation-based calibration of NUTS on ``model``: simulate, sample, rank.
+        simulator: BNN | None = None, canonical: bool = True, method: str = "nuts", **options) -> SBC:
+    """Simulation-based calibration of ``method`` on ``model``: simulate, fit, rank.
 
     Args:
       model: the :class:`bnn.BNN` whose posterior is sampled.
@@ -589,20 +589,50 @@ def run(model: BNN, x, x_test=None, num_replications: int = 100, num_draws: int 
       x_test: inputs ``(m, features)`` where function values are ranked too, or ``None``.
       num_replications: ``R``.
       num_draws: ``L``.
-      seed: int or JAX key (one key for the simulations, one for the sampler).
+      seed: int or JAX key (one key for the simulations, one for the fits).
       simulator: the model that generates the data (default ``model``). A simulator that
         differs from ``model`` (e.g. another noise scale) makes a negative control: the
         ranks should then fail the uniformity test.
       canonical: rank canonical weights (see :func:`quantities`).
-      **nuts_options: options of :func:`nuts` (``num_chains``, ``num_warmup``, ``thinning``, ...).
+      method: ``"nuts"`` (default): the package's NUTS over all replications in one program
+        (:func:`nuts`; ``options`` are its options). Any other method of ``model.fit``
+        (``"laplace"``, ``"svi"``, ``"mclmc"``, ...): ``model.fit`` once per replication with
+        ``options``, ``num_samples`` set so that each fit gives ``L`` draws (``L / num_chains``
+        per chain), and the function values ranked as the fit predicts them (Laplace's
+        linearised predictive by default).
+      **options: as above.
 
     Returns:
       :class:`SBC`; test it with :func:`uniformity`.
     """
-    key_sim, key_nuts = jax.random.split(_key(seed))
+    key_sim, key_fit = jax.random.split(_key(seed))
     sims = simulate(simulator if simulator is not None else model, x, num_replications, key_sim)
-    post = nuts(model, sims.x, sims.y, num_draws=num_draws, seed=key_nuts, **nuts_options)
     truth = quantities(model, sims.params, x_test, canonical=canonical)
-    draws = quantities(model, post.draws, x_test, batch_ndim=2, canonical=canonical)
+    if method == "nuts":
+        post = nuts(model, sims.x, sims.y, num_draws=num_draws, seed=key_fit, **options)
+        f_test = None
+    else:
+        post, f_test = _fit_each(model, sims, x_test, method, int(num_draws), key_fit, options)
+    draws = quantities(model, post.draws, x_test, f_test=f_test, batch_ndim=2, canonical=canonical)
     names, r = ranks(truth, draws)
     return SBC(names=names, ranks=r, num_draws=int(num_draws), simulations=sims, posterior=post)
+
+
+def _fit_each(model: BNN, sims: Simulations, x_test, method: str, num_draws: int, key, options: dict):
+    """``model.fit`` per replication: the :class:`Posterior` and the function values ``(R, L, m, out)`` at ``x_test``."""
+    start = time.perf_counter()
+    num_chains = int(options.get("num_chains", 1)) if method in ("nuts", "mclmc") else 1
+    if num_draws % num_chains:
+        raise ValueError(f"`num_draws` ({num_draws}) must be a multiple of num_chains ({num_chains}).")
+    draws, f_test = [], []
+    for r in range(sims.y.shape[0]):
+        fit = model.fit(sims.x, sims.y[r], method=method, seed=jax.random.fold_in(key, r),
+                        num_samples=num_draws // num_chains, **options)
+        draws.append(fit.draws)
+        if x_test is not None:
+            f_test.append(fit.predict(_as_inputs(x_test, "x_test")).samples)
+    stacked = {k: jnp.stack([d[k] for d in draws]) for k in draws[0]}
+    num_replications = int(sims.y.shape[0])
+    post = Posterior(draws=stacked, num_divergences=np.zeros(num_replications, int),
+                     mean_tree_steps=np.full(num_replications, np.nan), wall_time=time.perf_counter() - start)
+    return post, None if x_test is None else jnp.stack(f_test)
