@@ -25,6 +25,7 @@ hierarchical prior's weights are non-centred (see :func:`flat_potential`).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -68,6 +69,14 @@ class ChainRun(NamedTuple):
     draws: dict  #: ``{site: (chains * kept, *shape)}``, chain-major, constrained
     stats: dict  #: ``{name: (chains, kept)}``
     num_divergences: int
+
+    def info(self, num_warmup: int, chain_method: str, start: float, **more) -> dict:
+        """The ``Fit.info`` entries every sampler has, then ``more``; ``start`` is the fit's ``perf_counter()``."""
+        chains, kept = self.stats["diverging"].shape
+        return {"num_chains": int(chains), "num_samples": int(kept), "num_warmup": num_warmup,
+                "chain_method": chain_method, **more, "sample_stats": self.stats,
+                "num_divergences": self.num_divergences, "wall_time": time.perf_counter() - start,
+                "num_train": int(self.x.shape[0])}
 
 
 def resolve_chain_method(chain_method: str | None, num_chains: int) -> str:

@@ -28,16 +28,12 @@ import optax
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
-    check_batch_size,
-    chunk_length,
     loss_settled,
     make_optimizer,
     resolve_mesh,
-    run_in_chunks,
-    shard_rows,
     warn_unsettled,
 )
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, BestOnValidation, build_scan_chunk, objective_fn, split_validation
+from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, train, training_rows
 from bnn.lifting import LiftedModel, flatten_params
 from bnn.likelihoods import Gaussian
 
@@ -165,43 +161,24 @@ def fit_ensemble(
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
-    x, y = model.check_data(x, y)
-    fit_errors = y_err = model.check_errors(y_err, y.shape)
-    key = _checks.as_seed_key(seed)
-    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, _keys.VALIDATION), model)
-    n, num_features = x.shape
-    batch_size = check_batch_size(batch_size, n)
-    transforms = model.transforms(num_features)
-    starts = _member_starts(model, x, y, jax.random.split(key, num_members))
+    rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
+    n, num_features, transforms = rows.n, rows.num_features, rows.transforms
+    starts = _member_starts(model, rows.x, rows.y, jax.random.split(rows.key, num_members))
     u0 = {k: transforms[k].inv(v) for k, v in starts.items()}
     if not isinstance(anchored, bool):
         raise TypeError(f"`anchored` must be True or False; got {anchored!r}.")
     if anchored and objective != "map":
         raise ValueError("`anchored=True` re-centres each member's prior; it needs objective='map', got 'mle'.")
-    anchors, member_ys = _anchors(model, y, y_err, num_features, num_members, jax.random.fold_in(key, _keys.ANCHORS)) \
-        if anchored else (None, None)
+    anchors, member_ys = (_anchors(model, rows.y, rows.y_err, num_features, num_members,
+                                   jax.random.fold_in(rows.key, _keys.ANCHORS)) if anchored else (None, None))
     program = model.program(
         _build_members_program, objective=objective, optimizer=optimizer, n=n, num_features=num_features,
-        batch_size=batch_size, num_members=num_members, anchored=anchored, perturbed=member_ys is not None,
+        batch_size=rows.batch_size, num_members=num_members, anchored=anchored, perturbed=member_ys is not None,
     )
-    opt_state0 = jax.vmap(optimizer.init)(u0)
-    data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    data = shard_rows(data, mesh, n)
-
-    tracker = None if val is None else BestOnValidation(model, transforms, val, u0, patience, members=True)
-    eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
-    (u, _), losses, done = run_in_chunks(
-        lambda state, keys: program(*state, keys, data, anchors, member_ys),
-        (u0, opt_state0),
-        num_steps,
-        jax.random.fold_in(key, _keys.STEPS),
-        eval_every,
-        f"ensemble ({objective.upper()})",
-        progress_bar,
-        None if tracker is None else tracker.update,
-    )
-    if tracker is not None:
-        u = tracker.best_u
+    u, losses, done, tracker = train(
+        model, rows, lambda u, opt_state, keys, data: program(u, opt_state, keys, data, anchors, member_ys), u0,
+        jax.vmap(optimizer.init)(u0), num_steps, patience, eval_every, f"ensemble ({objective.upper()})", progress_bar,
+        mesh, members=True)
     draws = {k: transforms[k](v) for k, v in u.items()}
     judged = [loss_settled(losses[:, m]) for m in range(num_members)]
     settled = [ok for ok, _ in judged]
@@ -220,4 +197,4 @@ def fit_ensemble(
     elif info["settled"] is False:
         worst = max(change for _, change in judged)
         warn_unsettled(f"ensemble ({objective.upper()})", worst, done)
-    return Fit(model=model, method="ensemble", draws=draws, num_features=num_features, info=info, y_err=fit_errors)
+    return Fit(model=model, method="ensemble", draws=draws, num_features=num_features, info=info, y_err=rows.y_err_given)

@@ -108,24 +108,12 @@ def fit_mclmc(
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
     run = run_chains(model, _mclmc_kernel, settings, prepared, chain_method, num_samples, slice(None), HEALTH,
                      progress_bar, "mclmc")
-    x, y_err, stats = run.x, run.y_err, dict(run.stats)
-    dim = int(prepared.starts.shape[1])
+    stats = dict(run.stats)
     tuned = {k: stats.pop(k)[:, 0] for k in ("step_size", "L")}
-    info = {
-        "num_chains": num_chains,
-        "num_samples": num_samples,
-        "num_warmup": num_warmup,
-        "thinning": thinning,
-        "chain_method": chain_method,
-        **tuned,
-        "energy_var": np.mean(stats["energy_change"] ** 2, axis=1) / dim,
-        "sample_stats": stats,
-        "num_divergences": run.num_divergences,
-        "wall_time": time.perf_counter() - start,
-        "num_train": x.shape[0],
-    }
-    draws = run.draws
-    return Fit(model=model, method="mclmc", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
+    energy_var = np.mean(stats["energy_change"] ** 2, axis=1) / int(prepared.starts.shape[1])
+    info = run._replace(stats=stats).info(num_warmup, chain_method, start, thinning=thinning, **tuned,
+                                          energy_var=energy_var)
+    return Fit(model=model, method="mclmc", draws=run.draws, num_features=run.x.shape[1], info=info, y_err=run.y_err)
 
 
 def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, num_samples: int, thinning: int,

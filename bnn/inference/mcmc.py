@@ -108,19 +108,8 @@ def fit_nuts(
     prepared = prepare_chains(model, x, y, y_err, seed, _keys.NUTS, init, num_chains, map_options)
     run = run_chains(model, _nuts_kernel, settings, prepared, chain_method, num_warmup + num_samples * thinning,
                      slice(num_warmup, None, thinning), HEALTH, progress_bar, "nuts")
-    x, y_err, stats = run.x, run.y_err, run.stats
-    info = {
-        "num_chains": num_chains,
-        "num_samples": int(stats["diverging"].shape[1]),
-        "num_warmup": num_warmup,
-        "chain_method": chain_method,
-        "sample_stats": stats,
-        "num_divergences": run.num_divergences,
-        "wall_time": time.perf_counter() - start,
-        "num_train": x.shape[0],
-    }
-    draws = run.draws
-    return Fit(model=model, method="nuts", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
+    info = run.info(num_warmup, chain_method, start)
+    return Fit(model=model, method="nuts", draws=run.draws, num_features=run.x.shape[1], info=info, y_err=run.y_err)
 
 
 def _nuts_kernel(model: LiftedModel, unravel, num_warmup: int, target_accept_prob: float, max_tree_depth: int,

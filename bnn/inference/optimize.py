@@ -25,6 +25,7 @@ progress bar and validation checks).
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -188,35 +189,14 @@ def fit_point(
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
-    x, y = model.check_data(x, y)
-    fit_errors = y_err = model.check_errors(y_err, y.shape)
-    key = _checks.as_seed_key(seed)
-    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, _keys.VALIDATION), model)
-    n = x.shape[0]
-    batch_size = check_batch_size(batch_size, n)
-    num_features = x.shape[1]
-    transforms = model.transforms(num_features)
-    init = model.initial_values(x, y, key, init_params)
-    u0 = {k: transforms[k].inv(v) for k, v in init.items()}
-    scan_chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=batch_size, n=n,
-                               num_features=num_features)
-
-    data = jax.tree.map(jnp.asarray, (x, y, y_err))
-    data = shard_rows(data, mesh, n)
-    stopper = None if val is None else BestOnValidation(model, transforms, val, u0, patience, members=False)
-    eval_every = chunk_length(eval_every, num_steps, val is not None or progress_bar)
-    (u, _), losses, done = run_in_chunks(
-        lambda state, keys: scan_chunk(*state, keys, data),
-        (u0, optimizer.init(u0)),
-        num_steps,
-        jax.random.fold_in(key, _keys.STEPS),
-        eval_every,
-        method.upper(),
-        progress_bar,
-        None if stopper is None else stopper.update,
-    )
-    if stopper is not None:
-        u = stopper.best_u
+    rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
+    init = model.initial_values(rows.x, rows.y, rows.key, init_params)
+    u0 = {k: rows.transforms[k].inv(v) for k, v in init.items()}
+    scan_chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
+                               n=rows.n, num_features=rows.num_features)
+    u, losses, done, stopper = train(model, rows, scan_chunk, u0, optimizer.init(u0), num_steps, patience, eval_every,
+                                     method.upper(), progress_bar, mesh, members=False)
+    transforms, n, num_features, fit_errors = rows.transforms, rows.n, rows.num_features, rows.y_err_given
     values = {k: transforms[k](v) for k, v in u.items()}
     draws = {k: jnp.asarray(v)[None] for k, v in values.items()}
     info = {
@@ -231,6 +211,56 @@ def fit_point(
     elif info["settled"] is False:  # early stopping judges by validation loss instead
         warn_unsettled(method.upper(), info["loss_change"], done)
     return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info, y_err=fit_errors)
+
+
+class TrainingRows(NamedTuple):
+    """The checked data of an optimisation (MAP / MLE, ensemble): see :func:`training_rows`."""
+
+    x: np.ndarray
+    y: np.ndarray
+    y_err: np.ndarray | None        #: of the training rows
+    y_err_given: np.ndarray | None  #: as the caller gave them (kept on the Fit)
+    val: tuple | None               #: the validation rows ``(x, y, y_err)``, or None
+    key: jax.Array
+    n: int
+    num_features: int
+    batch_size: int | None
+    transforms: dict
+
+
+def training_rows(model: LiftedModel, x, y, y_err, seed, validation, batch_size) -> TrainingRows:
+    """Checked data, the fit's key, the validation split (:func:`split_validation`) and the batch size."""
+    x, y = model.check_data(x, y)
+    given = y_err = model.check_errors(y_err, y.shape)
+    key = _checks.as_seed_key(seed)
+    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, _keys.VALIDATION), model)
+    n, num_features = x.shape
+    return TrainingRows(x, y, y_err, given, val, key, n, num_features, check_batch_size(batch_size, n),
+                        model.transforms(num_features))
+
+
+def train(model: LiftedModel, rows: TrainingRows, step, u0, opt_state0, num_steps: int, patience: int, eval_every,
+          desc: str, progress_bar: bool, mesh, members: bool):
+    """The optimisation loop of MAP / MLE and the ensemble: ``step(u, opt_state, keys, data)`` (a
+    compiled chunk of steps) run by :func:`bnn.inference._loop.run_in_chunks`, the rows sharded over
+    ``mesh``, early stopping on the validation rows (:class:`BestOnValidation`) when there are any.
+
+    Returns ``(u, losses, steps done, stopper or None)``; ``u`` is the best on validation with early stopping.
+    """
+    data = shard_rows(jax.tree.map(jnp.asarray, (rows.x, rows.y, rows.y_err)), mesh, rows.n)
+    stopper = None if rows.val is None else BestOnValidation(model, rows.transforms, rows.val, u0, patience, members)
+    eval_every = chunk_length(eval_every, num_steps, rows.val is not None or progress_bar)
+    (u, _), losses, done = run_in_chunks(
+        lambda state, keys: step(*state, keys, data),
+        (u0, opt_state0),
+        num_steps,
+        jax.random.fold_in(rows.key, _keys.STEPS),
+        eval_every,
+        desc,
+        progress_bar,
+        None if stopper is None else stopper.update,
+    )
+    return (u if stopper is None else stopper.best_u), losses, done, stopper
 
 
 def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_err=None) -> tuple[dict, Fit]:
