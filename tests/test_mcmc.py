@@ -93,12 +93,14 @@ SHORT_RUNS = {"nuts": {"num_warmup": 5, "num_samples": 20},
 
 @pytest.mark.parametrize("sampler", list(SHORT_RUNS))
 def test_sequential_chains_equal_vectorized_chains(linear_data, sampler):
-    """Each chain gets the same key whatever the chain method (one driver for every sampler), so
-    after a short warm-up the draws agree.
+    """Each chain gets the same key and start whatever the chain method (one driver for every
+    sampler), so the draws agree up to rounding carried along the chain.
 
-    Batched and one-chain programs round differently (~1e-7); NUTS's 25 iterations of ~14
-    leapfrog steps amplify that to ~4e-7 here (the draws themselves spread by 0.27), MCLMC's 100
-    tuning and 40 sampling steps on this Gaussian posterior to the same order: far inside 1e-4.
+    Batched and one-chain programs round differently (~1e-7). NUTS's 25 iterations of ~14 leapfrog
+    steps amplify that to ~4e-7 here: far inside 1e-4. MCLMC's tuner turns energy errors into its
+    step size and L, which amplifies it further (measured: 7e-9 with jax 0.12.0, 5e-3 with 0.12.1),
+    so its draws are compared at a tenth of their spread (0.65): a chain run with another chain's
+    key or start differs by about the spread itself.
     """
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.3))
@@ -107,8 +109,8 @@ def test_sequential_chains_equal_vectorized_chains(linear_data, sampler):
             for method in ("sequential", "vectorized")}
     assert runs["sequential"].info["chain_method"] == "sequential"
     assert runs["vectorized"].info["num_divergences"] == 0
-    np.testing.assert_allclose(runs["sequential"].draws["Dense_0.kernel"], runs["vectorized"].draws["Dense_0.kernel"],
-                               atol=1e-4)
+    a, b = (np.asarray(runs[m].draws["Dense_0.kernel"]) for m in ("sequential", "vectorized"))
+    np.testing.assert_allclose(a, b, atol=1e-4 if sampler == "nuts" else 0.1 * a.std())
     assert runs["sequential"].info["sample_stats"]["diverging"].shape == (3, 20)
 
 
