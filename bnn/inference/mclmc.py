@@ -6,8 +6,9 @@ per step and no accept/reject step. BlackJAX provides the kernel and its tuner, 
 the step size from the energy error and the momentum decoherence length L from the
 autocorrelation of a short run. Following MILE (Sommer et al., ICLR 2025), every chain
 starts from its own optimised network (a MAP fit from its own initialisation), is tuned on
-its own and then samples; all chains run in one vectorised program. Chains started in
-different modes stay there: the fit is the mixture of the chains, and cross-chain R-hat
+its own and then samples; the chains run through the chain driver of
+:mod:`bnn.inference.chains` (vectorised by default, or by ``chain_method`` as for NUTS). Chains
+started in different modes stay there: the fit is the mixture of the chains, and cross-chain R-hat
 measures how different the modes' predictions are rather than how well one mode was sampled.
 
 The sampler is unadjusted: its stationary distribution differs from the posterior by a bias
