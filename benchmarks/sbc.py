@@ -82,24 +82,14 @@ def nuts_ranks(model, sims, num_draws, seed):
     return out, post.wall_time, note
 
 
-def fit_loop_ranks(model, sims, num_draws, **options):
-    """Ranks from ``model.fit`` called once per replication (public API).
-
-    With ``num_chains`` in ``options`` each chain gives ``num_draws // num_chains`` draws.
-    """
-    start = time.perf_counter()
-    draws, f_glm = [], []
-    per_chain = num_draws // options.get("num_chains", 1)
-    for r in range(len(sims.y)):
-        fit = model.fit(sims.x, sims.y[r], seed=r, num_samples=per_chain, **options)
-        draws.append({k: np.asarray(v) for k, v in fit.draws.items()})
-        f_glm.append(np.asarray(fit.predict(X_TEST).samples))
-    seconds = time.perf_counter() - start
-    stacked = {k: np.stack([d[k] for d in draws]) for k in draws[0]}
+def fit_loop_ranks(model, sims, num_draws, seed, method, **options):
+    """Ranks from ``bnn.sbc.run(method=...)``: ``model.fit`` once per replication, function values as the fit
+    predicts them; and, from the same draws, the network evaluated at each weight draw."""
+    result = sbc.run(model, sims.x, X_TEST, num_replications=len(sims.y), num_draws=num_draws, seed=seed,
+                     method=method, simulations=sims, **options)
     truth = sbc.quantities(model, sims.params, X_TEST)
-    own = sbc.ranks(truth, sbc.quantities(model, stacked, X_TEST, f_test=np.stack(f_glm), batch_ndim=2))
-    network = sbc.ranks(truth, sbc.quantities(model, stacked, X_TEST, batch_ndim=2))
-    return own, network, seconds
+    network = sbc.ranks(truth, sbc.quantities(model, result.posterior.draws, X_TEST, batch_ndim=2))
+    return (result.names, result.ranks), network, result.posterior.wall_time
 
 
 def run_methods(methods, num_replications, num_draws, seed):
@@ -118,14 +108,14 @@ def run_methods(methods, num_replications, num_draws, seed):
             out, seconds, note = nuts_ranks(model, wrong, num_draws, seed + 3)
             results["nuts-control"] = (*out[True], seconds, "other data sets, noise 2σ; " + note)
         elif method.startswith("svi"):
-            own, _, seconds = fit_loop_ranks(model, sims, num_draws, method="svi", guide=method.split("-")[1])
+            own, _, seconds = fit_loop_ranks(model, sims, num_draws, seed + 4, "svi", guide=method.split("-")[1])
             results[method] = (*own, seconds, "model.fit per replication, default 5000 steps")
         elif method == "laplace":
-            own, network, seconds = fit_loop_ranks(model, sims, num_draws, method="laplace")
+            own, network, seconds = fit_loop_ranks(model, sims, num_draws, seed + 5, "laplace")
             results["laplace"] = (*own, seconds, "model.fit per replication (MAP + GGN)")
             results["laplace-nn"] = (*network, seconds, "the same draws; f = network at each weight draw")
         elif method == "mclmc":
-            own, _, seconds = fit_loop_ranks(model, sims, num_draws, method="mclmc", num_chains=3)
+            own, _, seconds = fit_loop_ranks(model, sims, num_draws, seed + 6, "mclmc", num_chains=3)
             results["mclmc"] = (*own, seconds, "model.fit per replication: 3 chains from MAP fits, default warm-up "
                                 "and thinning, 33 draws each")
         print(f"  done, {time.perf_counter() - start:.0f} s since start", flush=True)

@@ -580,7 +580,8 @@ class SBC(NamedTuple):
 
 
 def run(model: BNN, x, x_test=None, num_replications: int = 100, num_draws: int = 99, seed=0,
-        simulator: BNN | None = None, canonical: bool = True, method: str = "nuts", **options) -> SBC:
+        simulator: BNN | None = None, canonical: bool = True, method: str = "nuts",
+        simulations: Simulations | None = None, **options) -> SBC:
     """Simulation-based calibration of ``method`` on ``model``: simulate, fit, rank.
 
     Args:
@@ -594,6 +595,9 @@ def run(model: BNN, x, x_test=None, num_replications: int = 100, num_draws: int 
         differs from ``model`` (e.g. another noise scale) makes a negative control: the
         ranks should then fail the uniformity test.
       canonical: rank canonical weights (see :func:`quantities`).
+      simulations: data sets already simulated (:func:`simulate`) to use instead of simulating
+        (``x``, ``num_replications`` and ``simulator`` must then agree with them), so several
+        methods can be checked on the same data.
       method: ``"nuts"`` (default): the package's NUTS over all replications in one program
         (:func:`nuts`; ``options`` are its options). Any other method of ``model.fit``
         (``"laplace"``, ``"svi"``, ``"mclmc"``, ...): ``model.fit`` once per replication with
@@ -606,7 +610,14 @@ def run(model: BNN, x, x_test=None, num_replications: int = 100, num_draws: int 
       :class:`SBC`; test it with :func:`uniformity`.
     """
     key_sim, key_fit = jax.random.split(_key(seed))
-    sims = simulate(simulator if simulator is not None else model, x, num_replications, key_sim)
+    if simulations is None:
+        sims = simulate(simulator if simulator is not None else model, x, num_replications, key_sim)
+    elif simulations.y.shape[0] != num_replications or simulations.x.shape != _as_inputs(x).shape:
+        raise ValueError(f"`simulations` hold {simulations.y.shape[0]} data sets at inputs of shape "
+                         f"{tuple(simulations.x.shape)}; expected num_replications={num_replications} and x of shape "
+                         f"{tuple(_as_inputs(x).shape)}.")
+    else:
+        sims = simulations
     truth = quantities(model, sims.params, x_test, canonical=canonical)
     if method == "nuts":
         post = nuts(model, sims.x, sims.y, num_draws=num_draws, seed=key_fit, **options)

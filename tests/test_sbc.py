@@ -189,3 +189,9 @@ def test_laplace_through_model_fit_passes(model):
     assert result.posterior.draws["Dense_0.kernel"].shape == (100, 19, 1, 3)
     test = _test(result, FAST_BINS)
     assert test.passed, _report(test)
+
+
+def test_given_simulations_must_match_the_run(model):
+    sims = sbc.simulate(model, X, 3, seed=0)
+    with pytest.raises(ValueError, match=r"`simulations` hold 3 data sets .* expected num_replications=4"):
+        sbc.run(model, X, X_TEST, num_replications=4, simulations=sims, method="laplace")
