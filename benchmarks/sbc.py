@@ -1,9 +1,9 @@
 """Simulation-based calibration (Talts et al. 2018) of NUTS, mean-field SVI, full-rank SVI, Laplace and MCLMC.
 
-    python benchmarks/sbc.py                              # every method, about 13 minutes on 2 CPU cores
-    python benchmarks/sbc.py --methods nuts nuts-control laplace   # or in parts: about 2 minutes
-    python benchmarks/sbc.py --methods svi-normal         # about 5 minutes; then svi-fullrank (6)
-    python benchmarks/sbc.py --methods mclmc              # R calls of model.fit(method="mclmc")
+    python benchmarks/sbc.py                              # every method, about 3 minutes on 2 CPU cores
+    python benchmarks/sbc.py --methods nuts nuts-control laplace   # or in parts: NUTS about 40 s each
+    python benchmarks/sbc.py --methods svi-normal         # R calls of model.fit(method="svi"): about 10 s
+    python benchmarks/sbc.py --methods mclmc              # R calls of model.fit(method="mclmc"): about 30 s
     python benchmarks/sbc.py --report-only                # redraw the report from the stored ranks
 
 Model: a tanh network with one hidden layer of 3 units and one input (10 weights), Normal(0, 1)
