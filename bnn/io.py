@@ -220,10 +220,15 @@ def replacing(path: Path):
 
     What the block writes appears at ``path`` only complete: if it raises (or the process
     dies), ``path`` keeps its previous contents and the staging folder is removed (or, after
-    a kill, left as a hidden ``.<name>.saving-*`` folder beside it).
+    a kill, left as a hidden ``.<name>.saving-*`` folder beside it). The swap itself is two
+    renames; a kill between them leaves the previous contents in a hidden
+    ``.<name>.replaced-*`` folder beside ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # a folder as mkdir would make it, not mkdtemp's private 0o700
     try:
         yield staging
         _swap_in(staging, path)

@@ -120,6 +120,9 @@ def test_an_interrupted_save_keeps_the_previous_fit(saved, monkeypatch):
     assert_same_predictions(new, bnn.load(saved), GRID)
     assert sorted(p.name for p in saved.iterdir()) == ["arrays.npz", "spec.json"]
     assert sorted(p.name for p in saved.parent.iterdir()) == [saved.name]
+    mkdir_mode = saved.parent / "plain"
+    mkdir_mode.mkdir()
+    assert saved.stat().st_mode == mkdir_mode.stat().st_mode  # not the staging folder's private mode
 
 
 def test_overwrite_never_deletes_other_files(saved):
