@@ -158,12 +158,13 @@ def nuts(
     :mod:`bnn.inference.chains`) on ``model.model(x, y_r)`` for every replication ``r``, as one
     vectorised program: every chain of every replication is one row of the batch, with its own data.
 
-    Each chain starts from ``init`` (``"prior"``: its own prior draw; ``"map"``: a MAP fit to its
-    replication's data, as ``fit(method="nuts")`` does by default, at the cost of one MAP fit per
-    chain and replication), adapts over ``num_warmup`` iterations, then keeps every ``thinning``-th
-    of ``ceil(num_draws / num_chains) · thinning`` iterations; the chains of a replication are
-    pooled and cut to ``num_draws``. Under ``jax.vmap`` a NUTS iteration lasts as long as the
-    longest trajectory in the batch, so the cost grows with the hardest replication.
+    Each chain starts from ``init`` as in ``fit(method="nuts")``
+    (:func:`bnn.inference.chains.chain_starts` per replication: ``"prior"``, its own prior draw;
+    ``"map"``, a MAP fit to its replication's data, fit's default, at the cost of one MAP fit per
+    chain and replication; ``"module"``), adapts over ``num_warmup`` iterations, then keeps every
+    ``thinning``-th of ``ceil(num_draws / num_chains) · thinning`` iterations; the chains of a
+    replication are pooled and cut to ``num_draws``. Under ``jax.vmap`` a NUTS iteration lasts as
+    long as the longest trajectory in the batch, so the cost grows with the hardest replication.
 
     Args:
       model: a :class:`bnn.BNN`.
@@ -174,7 +175,7 @@ def nuts(
       num_warmup: warm-up (adaptation) iterations per chain (``fit``'s default: 250).
       thinning: iterations per kept draw (for roughly independent draws).
       seed: int or JAX key.
-      init: ``"prior"`` or ``"map"`` (see above).
+      init: ``"prior"``, ``"map"`` or ``"module"`` (see above).
       map_options: options of the MAP fits of ``init="map"``.
       **kernel_options: ``target_accept_prob``, ``max_tree_depth``, ``dense_mass``; the defaults
         are ``fit(method="nuts")``'s.
@@ -199,17 +200,15 @@ def nuts(
         raise TypeError(f"unknown NUTS option(s) {sorted(unknown)}; expected target_accept_prob, max_tree_depth, dense_mass.")
     settings = {"num_warmup": int(num_warmup), **mcmc.KERNEL_DEFAULTS,
                 **{k: type(mcmc.KERNEL_DEFAULTS[k])(v) for k, v in kernel_options.items()}}
-    init = _checks.one_of(init, "init", ("prior", "map"))
+    init = _checks.one_of(init, "init", chains.CHAIN_INITS)
     num_kept = -(-num_draws // num_chains)
     key_init, key_run = jax.random.split(_key(seed))
     size = num_replications * num_chains
     ys = jnp.repeat(y, num_chains, axis=0)  # chain c of replication r is row r * num_chains + c
-    if init == "prior":
-        values = model.sample_prior(int(x.shape[1]), size, key_init)
-    else:
-        keys = jax.random.split(key_init, size)
-        starts = [chains.map_start(model, x, ys[i], keys[i], map_options)[0] for i in range(size)]
-        values = jax.tree.map(lambda *v: jnp.stack(v), *starts)
+    keys = jax.random.split(key_init, num_replications)
+    values = jax.tree.map(lambda *v: jnp.concatenate(v), *[
+        chains.chain_starts(model, x, y[r], keys[r], init, num_chains, dict(map_options or {}))
+        for r in range(num_replications)])
     starts, unravel = chains.flat_starts(model, values, int(x.shape[1]))
     total = int(num_warmup) + num_kept * int(thinning)
     flat, stats = chains.sample(model, mcmc._nuts_kernel, settings, unravel, starts, jax.random.split(key_run, size),

@@ -266,6 +266,11 @@ class FlatLayout(NamedTuple):
         """The layout of ``ravel_pytree(values)``."""
         return cls(tuple((k, tuple(np.shape(v))) for k, v in sorted(values.items())))
 
+    @classmethod
+    def ravel(cls, values: dict) -> tuple[jax.Array, FlatLayout]:
+        """``values`` as one flat vector, and its layout (what ``ravel_pytree`` returns, the layout a plain value)."""
+        return ravel_pytree(values)[0], cls.of(values)
+
     def __call__(self, flat: jax.Array) -> dict[str, jax.Array]:
         ends = np.cumsum([math.prod(shape) for _, shape in self.sites])
         chunks = jnp.split(flat, ends[:-1])

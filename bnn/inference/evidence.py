@@ -262,8 +262,7 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     base_stds = prior_stds(spec, selected)   # every scale is linear in the factor
     all_stds = prior_stds(spec, spec.paths)
-    theta_all, _ = ravel_pytree({p: point[p] for p in spec.paths})
-    unravel_all = FlatLayout.of({p: point[p] for p in spec.paths})
+    theta_all, unravel_all = FlatLayout.ravel({p: point[p] for p in spec.paths})
     evidence_program = model.program(_evidence_program, unravel=FlatLayout.of({p: point[p] for p in selected}),
                                      learned_noise=learned_noise)
     refit = model.program(_refit_program, unravel=unravel_all,

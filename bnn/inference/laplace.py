@@ -45,7 +45,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from bnn import _checks, _keys
 from bnn.fit import Fit
@@ -193,8 +192,7 @@ def fit_laplace(
         raise ValueError("`map_fit` and this Laplace fit must both use `y_err`, or neither.")
     spec = model.spec(x.shape[1])
     point = {k: v[0] for k, v in map_fit.draws.items()}
-    theta_star, _ = ravel_pytree({p: point[p] for p in selected})
-    unravel = FlatLayout.of({p: point[p] for p in selected})
+    theta_star, unravel = FlatLayout.ravel({p: point[p] for p in selected})
     dim = theta_star.shape[0]
     if dim > MAX_DIM:
         raise ValueError(
