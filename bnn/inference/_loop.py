@@ -148,7 +148,7 @@ def warn_unsettled(desc: str, relative: float, num_steps: int) -> None:
         f"{relative:.1%} of its total decrease. Raise num_steps, or use the default optimizer (its rate decays "
         "to zero over num_steps).",
         UserWarning,
-        stacklevel=4,
+        stacklevel=5,  # warn_unsettled < train < the method's fit < BNN.fit < the caller
     )
 
 

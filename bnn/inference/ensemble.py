@@ -28,10 +28,8 @@ import optax
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
-    loss_settled,
     make_optimizer,
     resolve_mesh,
-    warn_unsettled,
 )
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, train, training_rows
 from bnn.lifting import LiftedModel, flatten_params
@@ -175,26 +173,11 @@ def fit_ensemble(
         _build_members_program, objective=objective, optimizer=optimizer, n=n, num_features=num_features,
         batch_size=rows.batch_size, num_members=num_members, anchored=anchored, perturbed=member_ys is not None,
     )
-    u, losses, done, tracker = train(
-        model, rows, lambda u, opt_state, keys, data: program(u, opt_state, keys, data, anchors, member_ys), u0,
-        jax.vmap(optimizer.init)(u0), num_steps, patience, eval_every, f"ensemble ({objective.upper()})", progress_bar,
-        mesh, members=True)
+    (u, _), trained = train(
+        model, rows, lambda state, keys, data: program(*state, keys, data, anchors, member_ys),
+        (u0, jax.vmap(optimizer.init)(u0)), rows.on(mesh), num_steps, eval_every, f"ensemble ({objective.upper()})",
+        progress_bar, patience, members=True)
     draws = {k: transforms[k](v) for k, v in u.items()}
-    judged = [loss_settled(losses[:, m]) for m in range(num_members)]
-    settled = [ok for ok, _ in judged]
-    info = {
-        "loss": losses,
-        "num_steps": done,
-        "num_members": num_members,
-        "objective": objective,
-        "anchored": anchored,
-        "settled": None if None in settled else all(settled),
-        "wall_time": time.perf_counter() - start,
-        "num_train": n,
-    }
-    if tracker is not None:
-        info.update(val_loss=np.asarray(tracker.history), best_step=tracker.best_step)
-    elif info["settled"] is False:
-        worst = max(change for _, change in judged)
-        warn_unsettled(f"ensemble ({objective.upper()})", worst, done)
+    info = {**trained, "num_members": num_members, "objective": objective, "anchored": anchored,
+            "wall_time": time.perf_counter() - start}
     return Fit(model=model, method="ensemble", draws=draws, num_features=num_features, info=info, y_err=rows.y_err_given)

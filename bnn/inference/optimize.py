@@ -25,7 +25,7 @@ progress bar and validation checks).
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -194,27 +194,15 @@ def fit_point(
     u0 = {k: rows.transforms[k].inv(v) for k, v in init.items()}
     scan_chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
                                n=rows.n, num_features=rows.num_features)
-    u, losses, done, stopper = train(model, rows, scan_chunk, u0, optimizer.init(u0), num_steps, patience, eval_every,
-                                     method.upper(), progress_bar, mesh, members=False)
-    transforms, n, num_features, fit_errors = rows.transforms, rows.n, rows.num_features, rows.y_err_given
-    values = {k: transforms[k](v) for k, v in u.items()}
-    draws = {k: jnp.asarray(v)[None] for k, v in values.items()}
-    info = {
-        "loss": losses,
-        "num_steps": done,
-        "wall_time": time.perf_counter() - start,
-        "num_train": n,
-    }
-    info["settled"], info["loss_change"] = loss_settled(losses)
-    if stopper is not None:
-        info.update(val_loss=np.asarray(stopper.history), best_step=int(stopper.best_step))
-    elif info["settled"] is False:  # early stopping judges by validation loss instead
-        warn_unsettled(method.upper(), info["loss_change"], done)
-    return Fit(model=model, method=method, draws=draws, num_features=num_features, info=info, y_err=fit_errors)
+    (u, _), info = train(model, rows, lambda state, keys, data: scan_chunk(*state, keys, data), (u0, optimizer.init(u0)),
+                         rows.on(mesh), num_steps, eval_every, method.upper(), progress_bar, patience)
+    draws = {k: jnp.asarray(rows.transforms[k](v))[None] for k, v in u.items()}
+    info["wall_time"] = time.perf_counter() - start
+    return Fit(model=model, method=method, draws=draws, num_features=rows.num_features, info=info, y_err=rows.y_err_given)
 
 
 class TrainingRows(NamedTuple):
-    """The checked data of an optimisation (MAP / MLE, ensemble): see :func:`training_rows`."""
+    """The checked data of an optimisation (MAP / MLE, ensemble, SVI): see :func:`training_rows`."""
 
     x: np.ndarray
     y: np.ndarray
@@ -226,6 +214,10 @@ class TrainingRows(NamedTuple):
     num_features: int
     batch_size: int | None
     transforms: dict
+
+    def on(self, mesh) -> tuple:
+        """The training rows ``(x, y, y_err)`` as device arrays, split over ``mesh`` (see :func:`shard_rows`)."""
+        return shard_rows(jax.tree.map(jnp.asarray, (self.x, self.y, self.y_err)), mesh, self.n)
 
 
 def training_rows(model: LiftedModel, x, y, y_err, seed, validation, batch_size) -> TrainingRows:
@@ -239,28 +231,48 @@ def training_rows(model: LiftedModel, x, y, y_err, seed, validation, batch_size)
                         model.transforms(num_features))
 
 
-def train(model: LiftedModel, rows: TrainingRows, step, u0, opt_state0, num_steps: int, patience: int, eval_every,
-          desc: str, progress_bar: bool, mesh, members: bool):
-    """The optimisation loop of MAP / MLE and the ensemble: ``step(u, opt_state, keys, data)`` (a
-    compiled chunk of steps) run by :func:`bnn.inference._loop.run_in_chunks`, the rows sharded over
-    ``mesh``, early stopping on the validation rows (:class:`BestOnValidation`) when there are any.
+def train(model: LiftedModel, rows: TrainingRows, step, state0, data, num_steps: int, eval_every, desc: str,
+          progress_bar: bool, patience: int = 10, members: bool = False, key=None) -> tuple[Any, dict]:
+    """The optimisation loop of MAP / MLE, the ensemble and SVI.
 
-    Returns ``(u, losses, steps done, stopper or None)``; ``u`` is the best on validation with early stopping.
+    ``step(state, keys, data) -> (state, losses)`` is a compiled chunk of steps (one per key),
+    run by :func:`bnn.inference._loop.run_in_chunks`; ``data`` the training rows as
+    :meth:`TrainingRows.on` places them. With validation rows, early stopping
+    (:class:`BestOnValidation`, ``members`` as there) reads the parameters as ``state[0]``.
+    ``key`` (default: the rows' key folded with :data:`bnn._keys.STEPS`) gives each step its key.
+
+    Returns the final state (with early stopping, ``state[0]`` the best parameters on
+    validation) and the ``Fit.info`` entries of every optimisation: ``loss`` (per step;
+    ``(steps, members)`` for an ensemble), ``num_steps`` run, ``num_train``, ``settled`` /
+    ``loss_change`` (see :func:`bnn.inference._loop.loss_settled`; for an ensemble, whether
+    every member settled and the worst member's change) and, with early stopping,
+    ``val_loss`` and ``best_step``. Without early stopping an unsettled loss is warned about.
     """
-    data = shard_rows(jax.tree.map(jnp.asarray, (rows.x, rows.y, rows.y_err)), mesh, rows.n)
-    stopper = None if rows.val is None else BestOnValidation(model, rows.transforms, rows.val, u0, patience, members)
+    stopper = None if rows.val is None else BestOnValidation(model, rows.transforms, rows.val, state0[0], patience,
+                                                             members)
     eval_every = chunk_length(eval_every, num_steps, rows.val is not None or progress_bar)
-    (u, _), losses, done = run_in_chunks(
-        lambda state, keys: step(*state, keys, data),
-        (u0, opt_state0),
-        num_steps,
-        jax.random.fold_in(rows.key, _keys.STEPS),
-        eval_every,
-        desc,
-        progress_bar,
-        None if stopper is None else stopper.update,
-    )
-    return (u if stopper is None else stopper.best_u), losses, done, stopper
+    key = jax.random.fold_in(rows.key, _keys.STEPS) if key is None else key
+    state, losses, done = run_in_chunks(lambda state, keys: step(state, keys, data), state0, num_steps, key,
+                                        eval_every, desc, progress_bar, None if stopper is None else stopper.update)
+    settled, change = _judge(losses)
+    info = {"loss": losses, "num_steps": done, "num_train": rows.n, "settled": settled, "loss_change": change}
+    if stopper is not None:
+        state = (stopper.best_u, *state[1:])
+        info.update(val_loss=np.asarray(stopper.history), best_step=stopper.best_step if members else
+                    int(stopper.best_step))
+    elif settled is False:  # early stopping judges by validation loss instead
+        warn_unsettled(desc, change, done)
+    return state, info
+
+
+def _judge(losses: np.ndarray) -> tuple[bool | None, float]:
+    """:func:`bnn.inference._loop.loss_settled` of one loss trace, or of every member's ``(steps, members)``."""
+    if losses.ndim == 1:
+        return loss_settled(losses)
+    judged = [loss_settled(losses[:, m]) for m in range(losses.shape[1])]
+    if any(ok is None for ok, _ in judged):
+        return None, float("nan")
+    return all(ok for ok, _ in judged), max(change for _, change in judged)
 
 
 def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_err=None) -> tuple[dict, Fit]:

@@ -31,17 +31,11 @@ from numpyro.optim import optax_to_numpyro
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
-    check_batch_size,
-    chunk_length,
     draw_batch,
-    loss_settled,
     make_optimizer,
     resolve_mesh,
-    run_in_chunks,
-    shard_rows,
-    warn_unsettled,
 )
-from bnn.inference.optimize import map_start
+from bnn.inference.optimize import map_start, train, training_rows
 from bnn.lifting import PLATE, LiftedModel
 
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
@@ -183,11 +177,8 @@ def fit_svi(
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
-    x, y = model.check_data(x, y)
-    y_err = model.check_errors(y_err, y.shape)
-    n = x.shape[0]
-    batch_size = check_batch_size(batch_size, n)
-    key = _checks.as_seed_key(seed)
+    rows = training_rows(model, x, y, y_err, seed, None, batch_size)
+    x, y, y_err, key, batch_size = rows.x, rows.y, rows.y_err, rows.key, rows.batch_size
     if init is None:
         init = "module" if guide == "delta" else "map"
     if isinstance(init, str):
@@ -205,41 +196,25 @@ def fit_svi(
     if map_options is not None and start_from != "map":
         raise ValueError(f"`map_options` apply to init='map' only; got init={start_from!r}.")
 
-    scale_of = model.spec(x.shape[1]).scale_site()
+    scale_of = model.spec(rows.num_features).scale_site()
     if scale_of:
-        init = to_guide_sites(model, init, x.shape[1])
-    xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
-    xs, ys, es = shard_rows((xs, ys, es), mesh, n)
+        init = to_guide_sites(model, init, rows.num_features)
+    data = rows.on(mesh)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, _keys.SVI), 3)
     init_state, scan_chunk, finish = model.program(
-        _svi_programs, guide=guide, optimizer=optimizer, n=n, num_features=x.shape[1], batch_size=batch_size,
-        num_particles=num_particles, init_scale=init_scale, rank=rank)
-    state = init_state(init, key_init, xs, ys, es)
-
-    chunk = chunk_length(eval_every, num_steps, progress_bar)
-    state, losses, done = run_in_chunks(
-        lambda s, keys: scan_chunk(s, keys, init, xs, ys, es), state, num_steps, key_steps, chunk, f"SVI ({guide})", progress_bar
-    )
-    params, posterior = finish(key_post, state, num_samples, init, xs, ys, es)
-    posterior = from_guide_sites(model, dict(posterior), x.shape[1]) if scale_of else posterior
-    latent = model.latent_sites(x.shape[1])
-    draws = {k: jnp.asarray(posterior[k]) for k in latent}
-    info = {
-        "loss": losses,
-        "num_steps": done,
-        "guide": guide,
-        "guide_params": {k: np.asarray(v) for k, v in params.items()},
-        "wall_time": time.perf_counter() - start,
-        "num_train": n,
-        "batch_size": batch_size,
-        "init": start_from,
-    }
+        _svi_programs, guide=guide, optimizer=optimizer, n=rows.n, num_features=rows.num_features,
+        batch_size=batch_size, num_particles=num_particles, init_scale=init_scale, rank=rank)
+    state, info = train(model, rows, lambda state, keys, data: scan_chunk(state, keys, init, *data),
+                        init_state(init, key_init, *data), data, num_steps, eval_every, f"SVI ({guide})", progress_bar,
+                        key=key_steps)
+    params, posterior = finish(key_post, state, num_samples, init, *data)
+    posterior = from_guide_sites(model, dict(posterior), rows.num_features) if scale_of else posterior
+    draws = {k: jnp.asarray(posterior[k]) for k in model.latent_sites(rows.num_features)}
+    info.update(guide=guide, guide_params={k: np.asarray(v) for k, v in params.items()},
+                wall_time=time.perf_counter() - start, batch_size=batch_size, init=start_from)
     if start_from == "map":
         info["map_settled"] = map_fit.info["settled"]
-    info["settled"], info["loss_change"] = loss_settled(losses)
-    if info["settled"] is False:
-        warn_unsettled(f"SVI ({guide})", info["loss_change"], done)
-    return Fit(model=model, method="svi", draws=draws, num_features=x.shape[1], info=info, y_err=y_err)
+    return Fit(model=model, method="svi", draws=draws, num_features=rows.num_features, info=info, y_err=y_err)
 
 
 def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_features: int, batch_size: int | None,
