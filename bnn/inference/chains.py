@@ -4,11 +4,16 @@ A sampler is a *kernel* plugged into this driver, as NumPyro separates ``MCMCKer
 ``MCMC`` and BlackJAX separates ``init``/``step`` from the loop. A kernel is a module-level
 function ``build(model, unravel, **settings) -> Kernel`` whose two functions act on one chain:
 
-* ``init(z0, key, data) -> state``: the chain's state at the flat start ``z0`` (a kernel that
-  tunes itself before sampling, like MCLMC, may run its warm-up here);
-* ``advance(state, data, count) -> (state, out)``: ``count`` (at most :data:`CHUNK`) iterations;
-  ``out`` holds, per iteration, the flat position ``"z"`` ``(CHUNK, dim)`` and the kernel's
-  statistics ``(CHUNK,)`` (rows past ``count`` are zeros), one of them ``"diverging"``.
+* ``init(z0, key, data) -> state``: the chain's state at the flat start ``z0``;
+* ``advance(state, data, first, count) -> (state, out)``: ``count`` (at most :data:`CHUNK`)
+  iterations, the first of them iteration ``first`` of the run; ``out`` holds, per iteration,
+  the flat position ``"z"`` ``(CHUNK, dim)`` and the kernel's statistics ``(CHUNK,)`` (rows
+  past ``count`` are zeros), one of them ``"diverging"``.
+
+Warm-up is iterations too (the caller keeps the later ones), so one compiled ``advance`` serves
+both, as NumPyro's NUTS adapts inside its sample kernel. ``first`` is the same for every chain:
+a kernel whose iterations differ by phase (MCLMC's tuner) branches on it with ``lax.cond``,
+which stays a branch, not a ``select`` of both sides, when chains are vectorised.
 
 The driver (:func:`run_chains`) starts the chains (``init=``: a MAP fit per chain, the
 module's initialisers, a prior draw, or given values), compiles the kernel once per model
@@ -47,7 +52,7 @@ CHUNK = 200
 
 
 class Kernel(NamedTuple):
-    """One chain's ``init(z0, key, data) -> state`` and ``advance(state, data, count) -> (state, out)``."""
+    """One chain's ``init(z0, key, data) -> state`` and ``advance(state, data, first, count) -> (state, out)``."""
 
     init: Callable[..., Any]
     advance: Callable[..., Any]
@@ -152,9 +157,9 @@ def _chain_program(model: LiftedModel, kernel: Callable[..., Kernel], unravel: F
     data_axes = (None, 0, None) if batched_data else None
     if chain_method == "vectorized":
         return Kernel(jax.jit(jax.vmap(one.init, in_axes=(0, 0, data_axes))),
-                      jax.jit(jax.vmap(one.advance, in_axes=(0, data_axes, None))))
+                      jax.jit(jax.vmap(one.advance, in_axes=(0, data_axes, None, None))))
     if chain_method == "parallel":
-        return Kernel(jax.pmap(one.init, in_axes=(0, 0, None)), jax.pmap(one.advance, in_axes=(0, None, None)))
+        return Kernel(jax.pmap(one.init, in_axes=(0, 0, None)), jax.pmap(one.advance, in_axes=(0, None, None, None)))
     return Kernel(jax.jit(one.init), jax.jit(one.advance))
 
 
@@ -166,7 +171,7 @@ def _run(init_fn, advance_fn, z0, key, data, total: int, bar) -> tuple[np.ndarra
     zs, stats, done = [], [], 0
     while done < total:
         count = min(CHUNK, total - done)
-        state, out = advance_fn(state, data, count)
+        state, out = advance_fn(state, data, done, count)
         zs.append(np.asarray(out["z"])[..., :count, :])
         stats.append({k: np.asarray(v)[..., :count] for k, v in out.items() if k != "z"})
         done += count

@@ -2,9 +2,11 @@
 
 MCLMC (Robnik, De Luca, Silverstein & Seljak 2023) moves at fixed speed along the
 isokinetic dynamics and partially refreshes the momentum after each step, with one gradient
-per step and no accept/reject step. BlackJAX provides the kernel and its tuner, which sets
-the step size from the energy error and the momentum decoherence length L from the
-autocorrelation of a short run. Following MILE (Sommer et al., ICLR 2025), every chain
+per step and no accept/reject step. BlackJAX provides the kernel; its tuner's algorithm
+(``mclmc_find_L_and_step_size``: the step size from the energy error, a diagonal
+preconditioner from the position's variances, the momentum decoherence length L from the
+autocorrelation of a short run) runs here inside the sampling step, so warm-up and sampling
+share one compiled kernel (:class:`Schedule`). Following MILE (Sommer et al., ICLR 2025), every chain
 starts from its own optimised network (a MAP fit from its own initialisation), is tuned on
 its own and then samples; the chains run through the chain driver of
 :mod:`bnn.inference.chains` (vectorised by default, or by ``chain_method`` as for NUTS). Chains
@@ -19,11 +21,13 @@ dimension has variance ``desired_energy_var`` (BlackJAX's 5e-4).
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from blackjax.diagnostics import effective_sample_size
 
 from bnn import _checks, _keys
 from bnn.fit import Fit
@@ -41,6 +45,13 @@ _TUNE_FRACTION = 0.1
 
 #: the first step size of the tuner, times sqrt(dim)
 _INITIAL_STEP = 1e-4
+
+
+#: BlackJAX's tuner settings: the step-size estimate's memory (its decay is (n - 1) / (n + 1)),
+#: the width of its weights in log energy error, and L as a multiple of step size x autocorrelation time
+_EFFECTIVE_SAMPLES = 150
+_TRUST_IN_ESTIMATE = 1.5
+_L_FACTOR = 0.4
 
 
 def _tuner_budget(num_warmup: int) -> int:
@@ -70,7 +81,9 @@ def fit_mclmc(
     Args:
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
       num_chains: chains, each from a different MAP start.
-      num_warmup: tuning steps per chain (BlackJAX's three tuning phases together).
+      num_warmup: tuning steps per chain (BlackJAX's three tuning phases together; with
+        ``diagonal_preconditioning`` a sixth more re-tune the step size under the
+        preconditioner, as in BlackJAX: see :class:`Schedule`).
       num_samples: draws kept per chain.
       thinning: MCLMC steps per kept draw (the chain runs ``num_samples * thinning`` steps).
         The defaults (2000 tuning steps, 1000 draws 10 steps apart) were chosen on the UCI
@@ -107,7 +120,8 @@ def fit_mclmc(
     prepared = prepare_chains(model, x, y, y_err, seed, _keys.MCLMC, init, num_chains, map_options)
     if prepared.starts.shape[1] < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
-    run = run_chains(model, _mclmc_kernel, settings, prepared, chain_method, num_samples, slice(None), HEALTH,
+    warmup = Schedule.of(num_warmup, bool(diagonal_preconditioning)).total
+    run = run_chains(model, _mclmc_kernel, settings, prepared, chain_method, warmup + num_samples, slice(warmup, None), HEALTH,
                      progress_bar, "mclmc")
     stats = dict(run.stats)
     tuned = {k: stats.pop(k)[:, 0] for k in ("step_size", "L")}
@@ -117,72 +131,163 @@ def fit_mclmc(
     return Fit(model=model, method="mclmc", draws=run.draws, num_features=run.x.shape[1], info=info, y_err=run.y_err)
 
 
+class Schedule(NamedTuple):
+    """The warm-up of one MCLMC chain, in steps: the phases of BlackJAX's tuner in order.
+
+    1. ``step_size``: the step size from the energy error (Robnik et al. 2023, Var E ~ eps^6);
+    2. ``moments``: the same, while the position's mean and variance are averaged (weighted by
+       the step size) for the diagonal preconditioner and L;
+    3. ``retune``: with the preconditioner set, the step size once more;
+    4. ``trace``: plain steps whose positions give the effective sample size, and L from it.
+    """
+
+    step_size: int
+    moments: int
+    retune: int
+    trace: int
+
+    @classmethod
+    def of(cls, num_warmup: int, diagonal_preconditioning: bool) -> Schedule:
+        """The phases of BlackJAX's ``mclmc_find_L_and_step_size`` for a ``num_warmup``-step budget."""
+        budget = _tuner_budget(num_warmup)
+        first, second, third = (round(budget * _TUNE_FRACTION) for _ in range(3))
+        return cls(first, second, round(second / 3) if diagonal_preconditioning else 0, third)
+
+    @property
+    def total(self) -> int:
+        return self.step_size + self.moments + self.retune + self.trace
+
+
 def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, num_samples: int, thinning: int,
                   desired_energy_var: float, diagonal_preconditioning: bool) -> Kernel:
-    """One MCLMC chain for the chain driver (:mod:`bnn.inference.chains`).
+    """One MCLMC chain for the chain driver (:mod:`bnn.inference.chains`), warm-up and sampling
+    in one compiled step.
 
-    ``init`` runs BlackJAX's tuner from the start (the whole warm-up) and keeps the tuned step
-    size, L and preconditioner in the state; each iteration of ``advance`` is one kept draw,
-    ``thinning`` MCLMC steps apart, recorded with the last step's energy change and whether any
-    of its steps was reverted (``"diverging"``).
+    The first :attr:`Schedule.total` iterations are the warm-up, one MCLMC step each, tuning as
+    BlackJAX's ``mclmc_find_L_and_step_size`` does (see :class:`Schedule`); every later
+    iteration is one kept draw, ``thinning`` steps apart. The phases differ only in the values
+    that the step reads (step size, L, preconditioner) and in which statistics it updates,
+    chosen by the iteration's number, so the kernel (two gradients of the potential per step)
+    is compiled once, where BlackJAX's tuner compiles a copy per phase. ``out`` records the last
+    step's energy change and whether any step of the iteration produced a non-finite state
+    and was reverted (``"diverging"``).
     """
     potential = flat_potential(model, unravel)
+    schedule = Schedule.of(num_warmup, diagonal_preconditioning)
+    tuning = schedule.step_size + schedule.moments + schedule.retune  # steps that adapt the step size
+    averaging = (schedule.step_size, schedule.step_size + schedule.moments)  # steps that average the moments
+    decay = (_EFFECTIVE_SAMPLES - 1.0) / (_EFFECTIVE_SAMPLES + 1.0)
+    mclmc_step = blackjax.mcmc.mclmc.build_kernel(desired_energy_var=desired_energy_var)
 
     def init(u0, key, data):
-        def logdensity(u):
-            return -potential(u, *data)
-
-        key_init, key_tune, key_sample = jax.random.split(key, 3)
-        with jax.numpy_rank_promotion("allow"):  # BlackJAX and NumPyro rely on implicit rank promotion
-            state = blackjax.mcmc.mclmc.init(position=u0, logdensity_fn=logdensity, rng_key=key_init)
-            kernel = blackjax.mcmc.mclmc.build_kernel(desired_energy_var=desired_energy_var)
-            dim = u0.shape[0]
+        dim = u0.shape[0]
+        key_init, key_run = jax.random.split(key)
+        with jax.numpy_rank_promotion("allow"):  # BlackJAX relies on implicit rank promotion
+            chain = blackjax.mcmc.mclmc.init(position=u0, logdensity_fn=lambda u: -potential(u, *data),
+                                             rng_key=key_init)
+        zero = jnp.zeros((), u0.dtype)
+        return {
+            "chain": chain, "key": key_run,
             # BlackJAX starts its step size at sqrt(dim)/4, far too long for a network at its MAP
             # (the first steps overflow, every estimate gets zero weight and the step size
             # collapses to 0). From a short step the first energy errors already give the
             # estimate of the right one (Var E ~ eps^6), so the tuner climbs to it at once
             # (1e-4 sqrt(dim): eps^6 stays far above float32's smallest normal number).
-            start = blackjax.adaptation.mclmc_adaptation.MCLMCAdaptationState(
-                L=jnp.sqrt(dim), step_size=_INITIAL_STEP * jnp.sqrt(dim), inverse_mass_matrix=jnp.ones(dim)
-            )
-            state, params, _ = blackjax.mclmc_find_L_and_step_size(
-                mclmc_kernel=kernel,
-                num_steps=_tuner_budget(num_warmup),
-                state=state,
-                rng_key=key_tune,
-                logdensity_fn=logdensity,
-                frac_tune1=_TUNE_FRACTION,
-                frac_tune2=_TUNE_FRACTION,
-                frac_tune3=_TUNE_FRACTION,
-                desired_energy_var=desired_energy_var,
-                diagonal_preconditioning=diagonal_preconditioning,
-                params=start,
-            )
-        return {"chain": state, "params": params, "keys": jax.random.split(key_sample, num_samples), "done": 0}
+            "step_size": _INITIAL_STEP * jnp.sqrt(dim).astype(u0.dtype), "L": jnp.sqrt(dim).astype(u0.dtype),
+            "inverse_mass": jnp.ones_like(u0),
+            # the step-size estimate: decayed sums of weights and of weighted xi / eps^6, and the
+            # largest step size not yet seen to fail
+            "weights": zero, "weighted": zero, "step_size_max": jnp.asarray(jnp.inf, u0.dtype),
+            # the step-size-weighted mean of (x, x^2) and the sum of its weights
+            "moment_weight": zero, "moments": jnp.zeros((2, dim), u0.dtype),
+            "trace": jnp.zeros((max(schedule.trace, 1), dim), u0.dtype),
+        }
 
-    def advance(state, data, count):
-        params = state["params"]
+    def retuned_step_size(s, energy_change, success):
+        """The step-size estimate after one warm-up step (BlackJAX's ``predictor``)."""
+        dim = s["inverse_mass"].shape[0]
+        energy_change = jnp.where(success, energy_change, 0.0)
+        step_size_max = jnp.where(success, s["step_size_max"], 0.8 * s["step_size"])
+        xi = jnp.square(energy_change) / (dim * desired_energy_var) + 1e-8
+        weight = jnp.exp(-0.5 * jnp.square(jnp.log(xi) / (6.0 * _TRUST_IN_ESTIMATE)))
+        weighted = decay * s["weighted"] + weight * xi / s["step_size"] ** 6
+        weights = decay * s["weights"] + weight
+        step_size = jnp.minimum((weighted / weights) ** (-1.0 / 6.0), step_size_max)
+        return {**s, "weighted": weighted, "weights": weights, "step_size_max": step_size_max, "step_size": step_size}
+
+    def averaged(s, success):
+        """The moments after one step of the ``moments`` phase, weighted by the (new) step size."""
+        x = s["chain"].position
+        weight = success * s["step_size"]
+        total = s["moment_weight"] + weight
+        mean = jnp.where(total > 0, (s["moment_weight"] * s["moments"] + weight * jnp.stack([x, x * x]))
+                         / jnp.where(total > 0, total, 1.0), s["moments"])
+        return {**s, "moment_weight": total, "moments": mean}
+
+    def preconditioned(s):
+        """After the ``moments`` phase: L (and the diagonal preconditioner) from the variances."""
+        dim = s["inverse_mass"].shape[0]
+        variances = s["moments"][1] - jnp.square(s["moments"][0])
+        if not diagonal_preconditioning:
+            return {**s, "L": jnp.sqrt(jnp.sum(variances))}
+        # the step size is estimated afresh under the new preconditioner (its estimate restarts)
+        return {**s, "inverse_mass": variances, "L": jnp.sqrt(dim).astype(variances.dtype),
+                "weights": jnp.zeros_like(s["weights"]), "weighted": jnp.zeros_like(s["weighted"]),
+                "step_size_max": jnp.full_like(s["step_size_max"], jnp.inf)}
+
+    def decoherence_length(s):
+        """After the ``trace`` phase: L = 0.4 x step size x the integrated autocorrelation time."""
+        ess = effective_sample_size(s["trace"][None])
+        tau = schedule.trace / ess
+        finite = jnp.isfinite(tau)
+        L = jnp.where(jnp.any(finite), _L_FACTOR * s["step_size"] * jnp.mean(jnp.where(finite, tau, 0.0), where=finite),
+                      s["L"])
+        return {**s, "L": L}
+
+    def step(t, s, data, key):
+        """MCLMC step number ``t`` of the chain (warm-up steps first), and its diagnostics."""
         with jax.numpy_rank_promotion("allow"):
-            sampler = blackjax.mclmc(lambda u: -potential(u, *data), L=params.L, step_size=params.step_size,
-                                     inverse_mass_matrix=params.inverse_mass_matrix)
+            chain, info = mclmc_step(key, s["chain"], lambda u: -potential(u, *data), s["inverse_mass"], s["L"],
+                                     s["step_size"])
+        success = info.nonans & jnp.isfinite(info.energy_change)
+        s = {**s, "chain": chain}
+        if schedule.total == 0:
+            return s, info.energy_change, ~success
+        s = jax.lax.cond(t < tuning, retuned_step_size, lambda s, *_: s, s, info.energy_change, success)
+        if schedule.moments > 1:
+            s = jax.lax.cond((averaging[0] <= t) & (t < averaging[1]), averaged, lambda s, _: s, s, success)
+            s = jax.lax.cond(t == averaging[1] - 1, preconditioned, lambda s: s, s)
+        if schedule.trace >= 2:  # BlackJAX's tuner skips L from fewer than 2 positions
+            # one row written in place at every step (the same row back outside the phase)
+            row = jnp.clip(t - tuning, 0, schedule.trace - 1)
+            kept = jnp.where((t >= tuning) & (t < schedule.total), chain.position, s["trace"][row])
+            s = {**s, "trace": s["trace"].at[row].set(kept)}
+            s = jax.lax.cond(t == schedule.total - 1, decoherence_length, lambda s: s, s)
+        return s, info.energy_change, ~success
 
-            def one_step(chain, k):
-                chain, info = sampler.step(k, chain)
-                return chain, (info.energy_change, ~info.nonans)
+    def advance(state, data, first, count):
+        def record(s, energy, bad):
+            return {"z": s["chain"].position, "energy_change": energy, "diverging": bad,
+                    "step_size": s["step_size"], "L": s["L"]}
 
-            def record(chain, energy, bad):
-                return {"z": chain.position, "energy_change": energy, "diverging": bad, "step_size": params.step_size,
-                        "L": params.L}
+        def body(i, carry):
+            s, out = carry
+            iteration = first + i
+            warmup = iteration < schedule.total
+            # the step number of this iteration's first step: warm-up iterations are one step each
+            t0 = jnp.where(warmup, iteration, schedule.total + (iteration - schedule.total) * thinning)
+            key = jax.random.fold_in(s["key"], iteration)
 
-            def body(i, carry):
-                chain, out = carry
-                key = state["keys"][state["done"] + i]
-                chain, (energy, bad) = jax.lax.scan(one_step, chain, jax.random.split(key, thinning))
-                row = record(chain, energy[-1], jnp.any(bad))
-                return chain, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, row)
+            def one(j, inner):
+                s, _, bad = inner
+                s, energy, failed = step(t0 + j, s, data, jax.random.fold_in(key, j))
+                return s, energy, bad | failed
 
-            empty = chunk_buffers(record(state["chain"], jnp.zeros(()), jnp.zeros((), bool)))
-            chain, out = jax.lax.fori_loop(0, count, body, (state["chain"], empty))
-        return {**state, "chain": chain, "done": state["done"] + count}, out
+            s, energy, bad = jax.lax.fori_loop(0, jnp.where(warmup, 1, thinning), one,
+                                               (s, jnp.zeros((), s["L"].dtype), jnp.zeros((), bool)))
+            return s, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, record(s, energy, bad))
+
+        empty = chunk_buffers(record(state, jnp.zeros((), state["L"].dtype), jnp.zeros((), bool)))
+        return jax.lax.fori_loop(0, count, body, (state, empty))
 
     return Kernel(init, advance)

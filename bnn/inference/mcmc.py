@@ -136,7 +136,7 @@ def _nuts_kernel(model: LiftedModel, unravel, num_warmup: int, target_accept_pro
         return {"z": s.z, "diverging": s.diverging, "num_steps": s.num_steps, "accept_prob": s.accept_prob,
                 "energy": s.energy, "potential_energy": s.potential_energy, "step_size": s.adapt_state.step_size}
 
-    def advance(state, data, count):
+    def advance(state, data, first, count):
         def body(i, carry):
             s, out = carry
             s = sample_kernel(s, model_args=data)
