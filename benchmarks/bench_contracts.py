@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import resource
 import statistics
-import time
+import sys
+from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
 import optax
 from numpyro.infer import MCMC, NUTS
 
-import bnn
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (timers, machine description, the hand-written NumPyro model)
 
-
-def median_time(fn, repeats=5):
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+import bnn  # noqa: E402
 
 
 def plain_map_loop(net, x, y, lam, steps):
@@ -71,9 +63,9 @@ def bench_map():
         for k in (steps, 2 * steps):  # compile everything once; later fits reuse it
             plains[k](init)
             model.fit(x, y, method="map", num_steps=k)
-        t_plain = {k: median_time(lambda k=k: plains[k](init)) for k in plains}
-        t_bnn = {k: median_time(lambda k=k: model.fit(x, y, method="map", num_steps=k).draws["Dense_0.kernel"])
-                 for k in plains}
+        t_plain = {k: harness.median_seconds(lambda k=k: plains[k](init), warmup=False) for k in plains}
+        t_bnn = {k: harness.median_seconds(lambda k=k: model.fit(x, y, method="map", num_steps=k).draws["Dense_0.kernel"],
+                                          warmup=False) for k in plains}
         # marginal cost of `steps` more steps: per-call set-up cancels out
         per_plain = (t_plain[2 * steps] - t_plain[steps]) / steps
         per_bnn = (t_bnn[2 * steps] - t_bnn[steps]) / steps
@@ -82,42 +74,24 @@ def bench_map():
               f"   (bnn per-call set-up {1e3 * fixed:.0f} ms)")
 
 
-class HandMLP(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        h = jnp.tanh(nn.Dense(10)(x))
-        h = jnp.tanh(nn.Dense(10)(h))
-        return nn.Dense(1)(h)
-
-
-def hand_model(x, y=None):
-    """The same network and priors written directly in NumPyro."""
-    shapes = {"Dense_0": (1, 10), "Dense_1": (10, 10), "Dense_2": (10, 1)}
-    params = {}
-    for layer, (i, o) in shapes.items():
-        params[layer] = {
-            "kernel": numpyro.sample(f"{layer}.kernel", dist.Normal(0, 1).expand((i, o)).to_event(2)),
-            "bias": numpyro.sample(f"{layer}.bias", dist.Normal(0, 1).expand((o,)).to_event(1)),
-        }
-    f = HandMLP().apply({"params": params}, x)
-    with numpyro.plate("data", x.shape[0]):
-        numpyro.sample("y", dist.Normal(f, 0.1).to_event(1), obs=y)
-
-
 def bench_nuts():
     print("NUTS wall time, lifted model vs hand-written NumPyro model (contract: bnn <= 1.10x)")
     x, y = bnn.datasets.sine(n=40, seed=0)
     model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
+    # the same network and priors written directly in NumPyro
+    hand_model = harness.mlp_model((10, 10, 1), "tanh", prior_scale=1.0, noise=0.1)
     kw = dict(num_warmup=300, num_samples=300, num_chains=1, progress_bar=False)
     times = {"hand": [], "bnn": []}
     for rep in range(3):
         for kind in ("hand", "bnn"):
             fn = hand_model if kind == "hand" else model.model
             mcmc = MCMC(NUTS(fn), **kw)
-            t = time.perf_counter()
-            mcmc.run(jax.random.PRNGKey(rep), jnp.asarray(x), jnp.asarray(y), extra_fields=("num_steps",))
-            jax.block_until_ready(mcmc.get_samples())
-            times[kind].append(time.perf_counter() - t)
+
+            def run(mcmc=mcmc, rep=rep):
+                mcmc.run(jax.random.PRNGKey(rep), jnp.asarray(x), jnp.asarray(y), extra_fields=("num_steps",))
+                return mcmc.get_samples()
+
+            times[kind].append(harness.timed(run)[1])
             steps = int(np.sum(mcmc.get_extra_fields()["num_steps"]))
             times.setdefault(kind + "_grads", []).append(steps)
     # same seed -> same trajectories only if densities agree to the bit; compare time per gradient step
@@ -141,8 +115,9 @@ def bench_svi_minibatch():
             t = {}
             for steps in (1_000, 11_000):
                 model.fit(x, y, method=method, batch_size=128, num_steps=steps, **kw)  # warm-up / compile
-                t[steps] = median_time(lambda s=steps: model.fit(x, y, method=method, batch_size=128, num_steps=s,
-                                                                 **kw).draws["Dense_0.kernel"], repeats=3)
+                t[steps] = harness.median_seconds(lambda s=steps: model.fit(x, y, method=method, batch_size=128, num_steps=s,
+                                                                            **kw).draws["Dense_0.kernel"], repeats=3,
+                                                  warmup=False)
             per_step[n] = (t[11_000] - t[1_000]) / 10_000
         print(f"  {method}: N=1e3 {1e6 * per_step[1_000]:.0f} us/step, N=1e6 {1e6 * per_step[1_000_000]:.0f} us/step,"
               f" ratio {per_step[1_000_000] / per_step[1_000]:.2f} for 1000x the data (set-up per call {t[1_000] - 1_000 * per_step[1_000_000]:.2f} s)")
@@ -161,7 +136,7 @@ def bench_ensemble():
         one = lambda: model.fit(x, y, method="map", num_steps=2000).draws["Dense_0.kernel"]  # noqa: E731
         ten = lambda: model.fit(x, y, method="ensemble", num_members=10, num_steps=2000).draws["Dense_0.kernel"]  # noqa: E731
         one(), ten()  # compile
-        t_one, t_ten = median_time(one), median_time(ten)
+        t_one, t_ten = harness.median_seconds(one, warmup=False), harness.median_seconds(ten, warmup=False)
         print(f"  {name}: one MAP {t_one:.3f} s, 10 members {t_ten:.3f} s, ratio {t_ten / t_one:.1f}x")
 
 
@@ -176,17 +151,19 @@ def bench_predict():
     fit = bnn.Fit(model=model, method="samples", draws=draws, num_features=1)
     grid = np.linspace(-1.5, 1.5, 100_000, dtype=np.float32)[:, None]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t = time.perf_counter()
-    pred = fit.predict(grid)
-    jax.block_until_ready(pred.mean)
-    elapsed = time.perf_counter() - t
+
+    def predict():
+        pred = fit.predict(grid)
+        return pred, pred.mean  # the timer waits for the mean
+
+    (pred, _), elapsed = harness.timed(predict)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"  {elapsed:.1f} s, peak RSS grew by {(after - before) / 1024:.0f} MiB; the kept samples alone are "
           f"{pred.samples.nbytes / 2**20:.0f} MiB (variance kept once: {pred.variance_samples.nbytes / 2**10:.0f} KiB)")
 
 
 if __name__ == "__main__":
-    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, devices {jax.devices()}")
+    print(harness.machine_line(harness.machine()))
     bench_map()
     bench_ensemble()
     bench_nuts()

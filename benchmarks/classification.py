@@ -14,13 +14,16 @@ test negative log-likelihood (mean per row, lower is better), mean ± standard e
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-import bnn
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (timer, report writing)
+
+import bnn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: label -> (fit method, options, prior)
@@ -68,13 +71,17 @@ def run(splits: int) -> dict:
             rows["logistic regression"].append(logistic_nll(x[train], y[train], x[test], y[test]))
             for label, (method, options, prior) in METHODS.items():
                 model = bnn.BNN(bnn.MLP((50, 1), activation="relu"), prior=prior, likelihood=bnn.Bernoulli())
-                start = time.perf_counter()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    fit = model.fit(x[train], y[train], method=method, seed=split, normalize=True, **options)
-                rows[label].append(float(np.mean(bnn.metrics.nll(fit.predict(x[test]), y[test]))))
+
+                def test_nll():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", UserWarning)
+                        fit = model.fit(x[train], y[train], method=method, seed=split, normalize=True, **options)
+                    return float(np.mean(bnn.metrics.nll(fit.predict(x[test]), y[test])))
+
+                nll, seconds = harness.timed(test_nll)  # the fit and its evaluation
+                rows[label].append(nll)
                 print(f"{name[:14]:14s} split {split} {label:28s} {rows[label][-1]:.4f}  "
-                      f"(logistic {rows['logistic regression'][-1]:.4f}) {time.perf_counter() - start:.1f} s", flush=True)
+                      f"(logistic {rows['logistic regression'][-1]:.4f}) {seconds:.1f} s", flush=True)
         results[name] = rows
     return results
 
@@ -96,7 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "CLASSIFICATION.md")
     args = parser.parse_args(argv)
     text = report(run(args.splits), args.splits)
-    args.out.write_text(text)
+    harness.write_report(args.out, text)
     print(text)
     return 0
 

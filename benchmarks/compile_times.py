@@ -16,6 +16,11 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import harness  # noqa: E402  (timer, machine description)
 
 OPTIONS = {
     "map": {"num_steps": 50},
@@ -27,8 +32,10 @@ OPTIONS = {
 }
 
 CHILD = """
-import json, sys, time, warnings
+import json, sys, warnings
 import jax
+sys.path.insert(0, sys.argv[4])
+import harness
 cache = sys.argv[3]
 if cache:
     jax.config.update("jax_compilation_cache_dir", cache)
@@ -40,15 +47,13 @@ x, y = bnn.datasets.sine(n=40, noise=0.1, seed=0)
 model = bnn.BNN(bnn.MLP((10, 10, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
 times = []
 for seed in (0, 1):
-    start = time.perf_counter()
-    model.fit(x, y, method=method, seed=seed, **options)
-    times.append(time.perf_counter() - start)
+    times.append(harness.timed(lambda: model.fit(x, y, method=method, seed=seed, **options))[1])
 print(json.dumps(times))
 """
 
 
 def run(method: str, cache: str) -> list[float]:
-    done = subprocess.run([sys.executable, "-c", CHILD, method, json.dumps(OPTIONS[method]), cache],
+    done = subprocess.run([sys.executable, "-c", CHILD, method, json.dumps(OPTIONS[method]), cache, str(HERE)],
                           capture_output=True, text=True, check=True, env=os.environ.copy())
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -57,9 +62,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", choices=list(OPTIONS), default=list(OPTIONS))
     args = parser.parse_args(argv)
-    import jax  # no device is touched here: the children own the accelerator
-
-    print(f"JAX {jax.__version__}\n", flush=True)
+    # no device is touched here: the children own the accelerator
+    print(harness.machine_line(harness.machine(devices=False)) + "\n", flush=True)
     print("| method | first fit, no cache (s) | second fit (s) | first fit, filling the cache (s) | first fit, cache warm (s) |")
     print("|---|---|---|---|---|")
     for method in args.methods:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-import time
 from pathlib import Path
 
 import blackjax
@@ -42,12 +41,16 @@ import numpy as np
 from numpyro.infer.hmc import hmc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (the timers)
 import sampling  # noqa: E402  (the sine toy and the ESS of f)
 
-from bnn import _keys  # noqa: E402
-from bnn.fit import Fit  # noqa: E402
-from bnn.inference import mcmc  # noqa: E402
-from bnn.inference.chains import CHUNK, _chain_program, flat_potential, prepare_chains  # noqa: E402
+import bnn  # noqa: E402
+
+# Internal on purpose: this script measures the NUTS program of fit(method="nuts") itself, on bnn's
+# flat parameter vector, against the floor of its leapfrog steps.
+from bnn import _keys  # noqa: E402  (the key stream of NUTS's chain starts, as fit draws them)
+from bnn.inference import mcmc  # noqa: E402  (NUTS's kernel, the program measured)
+from bnn.inference.chains import CHUNK, _chain_program, flat_potential, prepare_chains  # noqa: E402  (its chain driver)
 
 CHAINS, DRAWS, WARMUP, STEPS = 4, 500, 250, 1023
 
@@ -66,19 +69,9 @@ class Posterior:
         """``(min ESS of f, max R-hat of f)`` over the 50 inputs, from flat draws (chains, draws, dim)."""
         samples = jax.vmap(self.unravel)(jnp.asarray(flat).reshape(-1, flat.shape[-1]))
         draws = {k: self.transforms[k](v) for k, v in samples.items()}
-        fit = Fit(model=self.model, method="nuts", draws=draws, num_features=1, info={"num_chains": CHAINS})
+        fit = bnn.Fit(model=self.model, method="nuts", draws=draws, num_features=1, info={"num_chains": CHAINS})
         f = np.asarray(fit.predict(self.problem.grid).samples)[..., 0]
         return sampling.function_stats(f.reshape(CHAINS, -1, f.shape[-1]))
-
-
-def _median_ms(fn, *args, repeats: int = 15) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
 
 
 def leapfrog_loop(potential, x, y, step: float = 1e-3):
@@ -143,8 +136,10 @@ def part_cost(seed: int) -> dict[str, float]:
     post = Posterior(seed)
     keys = jax.random.split(post.key, CHAINS)
     x, y = jnp.asarray(post.x), jnp.asarray(post.y)
-    floor = _median_ms(jax.jit(jax.vmap(leapfrog_loop(post.potential, x, y))), post.starts, keys)
-    lean = _median_ms(jax.jit(jax.vmap(lean_tree_loop(post.potential, x, y))), post.starts, keys)
+    floor = 1000 * harness.median_seconds(jax.jit(jax.vmap(leapfrog_loop(post.potential, x, y))), post.starts, keys,
+                                          repeats=15)
+    lean = 1000 * harness.median_seconds(jax.jit(jax.vmap(lean_tree_loop(post.potential, x, y))), post.starts, keys,
+                                         repeats=15)
     init_fn, advance_fn = _chain_program(post.model, mcmc._nuts_kernel, post.unravel, "vectorized", num_warmup=WARMUP,
                                          target_accept_prob=0.98, max_tree_depth=10, dense_mass=False)
     data = (x, y, None)
@@ -154,7 +149,7 @@ def part_cost(seed: int) -> dict[str, float]:
     count = 20
     # vectorised chains wait for the longest tree: a transition costs the largest tree of the chains
     steps = float(np.asarray(advance_fn(state, data, count)[1]["num_steps"])[:, :count].max(axis=0).mean())
-    nuts = _median_ms(lambda s: advance_fn(s, data, count), state, repeats=5) / count * STEPS / steps
+    nuts = 1000 * harness.median_seconds(lambda s: advance_fn(s, data, count), state, repeats=5) / count * STEPS / steps
     print(f"cost: 4 vectorised chains, ms per {STEPS} steps (seed {seed}; NUTS trees after warm-up: "
           f"{steps:.0f} steps on average)")
     print(f"  (a) leapfrog steps alone            {floor:6.1f}   1.00")
@@ -228,10 +223,8 @@ def part_integrator(seeds: list[int], targets: list[float]) -> None:
         for i, seed in enumerate([seeds[0]] + list(seeds)):  # the first call compiles and is not reported
             post = Posterior(seed, model)
             program = program or blackjax_program(post, name, depth, target)
-            start = time.perf_counter()
-            z, divergent, steps, step_size = jax.block_until_ready(
-                program(post.starts, jax.random.split(post.key, CHAINS), jnp.asarray(post.x), jnp.asarray(post.y)))
-            seconds = time.perf_counter() - start
+            (z, divergent, steps, step_size), seconds = harness.timed(
+                program, post.starts, jax.random.split(post.key, CHAINS), jnp.asarray(post.x), jnp.asarray(post.y))
             if i == 0:
                 continue
             ess, rhat = post.min_ess(np.asarray(z))

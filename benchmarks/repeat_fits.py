@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (the timer)
 import uci  # noqa: E402  (the protocol: model, options, metrics)
 
 import bnn  # noqa: E402
@@ -47,10 +47,9 @@ def main(argv=None) -> int:
             data = bnn.datasets.uci(args.dataset, split, data_dir=args.data_dir)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # sampler-quality warnings are in uci.py's report
-                start = time.perf_counter()
-                fit = model.fit(data.x_train, data.y_train, method=kind, seed=split, normalize=True, **options)
-                seconds = time.perf_counter() - start
-                ll = uci._metrics(fit, data.x_test, data.y_test)["ll"]
+                fit, seconds = harness.timed(lambda: model.fit(data.x_train, data.y_train, method=kind, seed=split,
+                                                               normalize=True, **options))
+                ll = uci.evaluate(fit, data.x_test, data.y_test)["ll"]
             rows[method].append((split, seconds, ll))
             print(f"{args.dataset}  {method:6s} split {split:2d}  {seconds:7.1f} s  test LL {ll:8.3f}", flush=True)
     later = {m: np.array([s for _, s, _ in rows[m][1:]]) for m in METHODS}

@@ -36,21 +36,22 @@ the same process.
 from __future__ import annotations
 
 import argparse
-import functools
-import time
+import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
 import numpyro.distributions as dist
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer import MCMC, NUTS
 
-import bnn
-from bnn.predictive import Normalizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (the timer and the hand-written NumPyro model)
+
+import bnn  # noqa: E402
 
 
 class Problem(NamedTuple):
@@ -77,42 +78,14 @@ def energy(data_dir=None) -> Problem:
     ``normalize=True`` does; (50, 1) ReLU, learned noise; f judged at the 77 test inputs."""
     split = bnn.datasets.uci("energy", 0, data_dir=data_dir)
     x, y = split.x_train, split.y_train.reshape(len(split.x_train), -1)
-    normalizer = Normalizer.from_data(x, y, continuous=True)
+    normalizer = bnn.Normalizer.from_data(x, y, continuous=True)
     return Problem("energy", normalizer.inputs(x), normalizer.targets(y), normalizer.inputs(split.x_test), (50, 1),
                    "relu", None)
 
 
-ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
-
-
-def mlp(weights: list, x, activation: str = "tanh"):
-    """The network of the hand-written baselines: ``activation`` on hidden layers, a linear output."""
-    h = x
-    for i, (w, b) in enumerate(weights):
-        h = h @ w + b
-        if i < len(weights) - 1:
-            h = ACTIVATIONS[activation](h)
-    return h
-
-
-def shapes(problem: Problem) -> list[tuple[tuple[int, int], tuple[int]]]:
-    sizes = (problem.x.shape[1],) + problem.widths
-    return [((a, b), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]
-
-
-def hand_model(problem: Problem, x, y=None):
-    weights = []
-    for i, (ws, bs) in enumerate(shapes(problem)):
-        w = numpyro.sample(f"w{i}", dist.Normal(0.0, 1.0).expand(ws).to_event(2))
-        b = numpyro.sample(f"b{i}", dist.Normal(0.0, 1.0).expand(bs).to_event(1))
-        weights.append((w, b))
-    noise = problem.noise if problem.noise is not None else numpyro.sample("noise", dist.HalfNormal(1.0))
-    with numpyro.plate("data", x.shape[0]):
-        numpyro.sample("y", dist.Normal(mlp(weights, x, problem.activation), noise).to_event(1), obs=y)
-
-
-def _weights(sample: dict, n_layers: int) -> list:
-    return [(sample[f"w{i}"], sample[f"b{i}"]) for i in range(n_layers)]
+def hand_model(problem: Problem):
+    """The problem's network and priors written directly in NumPyro (:func:`harness.mlp_model`)."""
+    return harness.mlp_model(problem.widths, problem.activation, prior_scale=1.0, noise=problem.noise)
 
 
 def function_stats(f_draws: np.ndarray) -> tuple[float, float]:
@@ -136,18 +109,19 @@ def within_chain_ess(f_draws: np.ndarray) -> float:
 
 
 def run_numpyro(problem: Problem, seed, chains, warmup, draws):
-    mcmc = MCMC(NUTS(functools.partial(hand_model, problem)), num_warmup=warmup, num_samples=draws,
+    mcmc = MCMC(NUTS(hand_model(problem)), num_warmup=warmup, num_samples=draws,
                 num_chains=chains, chain_method="vectorized", progress_bar=False)
     mcmc.run(jax.random.key(seed), jnp.asarray(problem.x), jnp.asarray(problem.y))
     samples = mcmc.get_samples(group_by_chain=True)
     n_layers = len(problem.widths)
-    f = jax.vmap(jax.vmap(lambda s: mlp(_weights(s, n_layers), problem.grid, problem.activation)[:, 0]))(samples)
+    f = jax.vmap(jax.vmap(lambda s: harness.mlp(harness.layer_weights(s, n_layers), problem.grid,
+                                                problem.activation)[:, 0]))(samples)
     return np.asarray(f)
 
 
 def run_blackjax(problem: Problem, seed, chains, warmup, draws):
     xs, ys = jnp.asarray(problem.x), jnp.asarray(problem.y)
-    layer_shapes = shapes(problem)
+    layer_shapes = harness.layer_shapes(problem.x.shape[1], problem.widths)
     n_layers = len(layer_shapes)
 
     def logdensity(p):
@@ -158,7 +132,7 @@ def run_blackjax(problem: Problem, seed, chains, warmup, draws):
             prior = prior + dist.HalfNormal(1.0).log_prob(noise) + p["log_noise"]
         else:
             noise = problem.noise
-        f = mlp(_weights(p, n_layers), xs, problem.activation)
+        f = harness.mlp(harness.layer_weights(p, n_layers), xs, problem.activation)
         return prior + jnp.sum(dist.Normal(f, noise).log_prob(ys))
 
     def one_chain(key):
@@ -166,8 +140,8 @@ def run_blackjax(problem: Problem, seed, chains, warmup, draws):
         keys = jax.random.split(k_init, 2 * n_layers + 1)
         init = {}
         for i, (ws, bs) in enumerate(layer_shapes):  # NumPyro's default start: uniform(-2, 2), unconstrained
-            init[f"w{i}"] = jax.random.uniform(keys[2 * i], ws, minval=-2, maxval=2)
-            init[f"b{i}"] = jax.random.uniform(keys[2 * i + 1], bs, minval=-2, maxval=2)
+            init[f"Dense_{i}.kernel"] = jax.random.uniform(keys[2 * i], ws, minval=-2, maxval=2)
+            init[f"Dense_{i}.bias"] = jax.random.uniform(keys[2 * i + 1], bs, minval=-2, maxval=2)
         if problem.noise is None:
             init["log_noise"] = jax.random.uniform(keys[-1], (), minval=-2, maxval=2)
         warm = blackjax.window_adaptation(blackjax.nuts, logdensity)
@@ -180,7 +154,7 @@ def run_blackjax(problem: Problem, seed, chains, warmup, draws):
 
         _, positions = jax.lax.scan(step, state, jax.random.split(k_run, draws))
         grid = jnp.asarray(problem.grid)
-        return jax.vmap(lambda s: mlp(_weights(s, n_layers), grid, problem.activation)[:, 0])(positions)
+        return jax.vmap(lambda s: harness.mlp(harness.layer_weights(s, n_layers), grid, problem.activation)[:, 0])(positions)
 
     f = jax.jit(jax.vmap(one_chain))(jax.random.split(jax.random.key(seed), chains))
     return np.asarray(f)
@@ -229,9 +203,7 @@ def main(argv=None) -> int:
     for i, seed in enumerate(args.seeds):
         for name in args.methods:
             with np.errstate(all="ignore"):
-                start = time.perf_counter()
-                f = METHODS[name](problem, seed, args.chains, args.warmup, args.draws)
-                seconds = time.perf_counter() - start
+                f, seconds = harness.timed(METHODS[name], problem, seed, args.chains, args.warmup, args.draws)
             ess, rhat = function_stats(f)
             within = within_chain_ess(f)
             rows.append({"method": name, "seed": seed, "seconds": seconds, "ess": ess, "rhat": rhat,

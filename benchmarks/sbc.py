@@ -33,16 +33,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
-import subprocess
+import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
-import bnn
-from bnn import sbc
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (machine description, report writing)
+
+import bnn  # noqa: E402
+from bnn import sbc  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIGMA = 0.3
@@ -148,35 +149,19 @@ def load_methods(stored):
     return out
 
 
-def machine():
-    date = subprocess.run(["date"], capture_output=True, text=True).stdout.strip()
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return date, (f"{cpu}, {os.cpu_count()} cores visible (shared with other work, so times are indicative), {platform.system()}, "
-                  f"Python {platform.python_version()}, jax {jax.__version__}, numpyro "
-                  f"{__import__('numpyro').__version__}")
-
-
 def write_report(methods, settings, ecdf_sims):
     R, L, B = settings["replications"], settings["draws"], settings["bins"]
     tests = {}
     for method, m in methods.items():
         tests[method] = sbc.uniformity(m["ranks"], L, B, names=m["names"], alpha=ALPHA, ecdf_sims=ecdf_sims, seed=1)
-    date, host = machine()
+    info = harness.machine()
     lines = [
         "# Simulation-based calibration",
         "",
         "Written by `python benchmarks/sbc.py` (see its docstring for the set-up). "
-        f"Report date (`date`): {date}; methods run between {min(m['date'] for m in methods.values())} and "
-        f"{max(m['date'] for m in methods.values())}. Machine: {host}.",
+        f"Report date (`date`): {info['date']}; methods run between {min(m['date'] for m in methods.values())} and "
+        f"{max(m['date'] for m in methods.values())}. Machine: {harness.machine_line(info)} (shared with other work, "
+        "so times are indicative).",
         "",
         f"Network: `MLP((3, 1), 'tanh')`, one input, Normal(0, 1) priors, σ = {SIGMA} known, N = 15 inputs on "
         f"[-1, 1]. R = {R} data sets from the prior predictive (the same for every method), L = {L} posterior "
@@ -223,7 +208,7 @@ def write_report(methods, settings, ecdf_sims):
         "`python benchmarks/sbc.py --report-only` redraws this page and the figure from them.",
         "",
     ]
-    (HERE / "SBC.md").write_text("\n".join(lines))
+    harness.write_report(HERE / "SBC.md", "\n".join(lines))
     return tests
 
 

@@ -22,10 +22,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (timer, machine description)
 
 
 def make_data(n: int = 455, num_features: int = 13, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -51,16 +54,13 @@ def measure(method: str, chains: int, short: int, extra: int, warmup: int) -> di
     options = {"num_chains": chains, "num_warmup": warmup, "seed": 0, "normalize": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # short runs: sampler-quality warnings are not measured here
-        start = time.perf_counter()
-        model.fit(x, y, method=method, num_samples=short, **options)  # compiles the MAP starts
-        first = time.perf_counter() - start
+        _, first = harness.timed(lambda: model.fit(x, y, method=method, num_samples=short, **options))  # compiles the MAP starts
         if method == "mclmc":  # bnn keeps MCLMC's programs per shape: compile the longer one too
             model.fit(x, y, method=method, num_samples=short + extra, **options)
         runs = []
         for n in (short, short + extra):
-            start = time.perf_counter()
-            fit = model.fit(x, y, method=method, num_samples=n, **options)
-            runs.append((time.perf_counter() - start, leapfrog_steps(fit, method)))
+            fit, seconds = harness.timed(lambda n=n: model.fit(x, y, method=method, num_samples=n, **options))
+            runs.append((seconds, leapfrog_steps(fit, method)))
     (t0, s0), (t1, s1) = runs
     return {"method": method, "chains": chains, "us_per_step": 1e6 * (t1 - t0) / max(s1 - s0, 1),
             "steps": s1 - s0, "first_fit_s": first}
@@ -73,26 +73,25 @@ def main(argv=None) -> int:
     parser.add_argument("--no-cpu", action="store_true", help="skip the host-CPU child run")
     parser.add_argument("--cases", nargs="+", default=["nuts:1", "nuts:8", "mclmc:1", "mclmc:8"], help="method:chains")
     args = parser.parse_args(argv)
-    import jax
-
     short, extra, warmup = (5, 5, 20) if args.fast else (20, 60, 100)
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases]
     rows = []
     for m, c in cases:
         rows.append(measure(m, c, short, extra if m == "nuts" else 5 * extra, warmup))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    label = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
+    info = harness.machine()
+    label = f"{info['jax_backend']}: {info['device']}"
     if args.child:
-        print(json.dumps({"label": label, "rows": rows}))
+        print(json.dumps({"label": label, "rows": rows, "machine": info}))
         return 0
     tables = [(label, rows)]
-    if jax.default_backend() != "cpu" and not args.no_cpu:
+    if info["jax_backend"] != "cpu" and not args.no_cpu:
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
         child = subprocess.run([sys.executable, __file__, "--child", "--cases", *args.cases] + (["--fast"] if args.fast else []),
                                capture_output=True, text=True, env=env, check=True)
         done = json.loads(child.stdout.strip().splitlines()[-1])
-        tables.append((f"{done['label']} ({os.cpu_count()} cores)", done["rows"]))
-    print(f"JAX {jax.__version__}\n")
+        tables.append((f"{done['label']} ({done['machine']['cpus']} cores)", done["rows"]))
+    print(harness.machine_line(info) + "\n")
     print("| device | method | chains | µs per gradient step (all chains) | steps timed | first fit, s |")
     print("|---|---|---|---|---|---|")
     for name, rs in tables:

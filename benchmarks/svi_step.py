@@ -25,11 +25,8 @@ are the result: pin to one core (``taskset -c 0``) on a shared machine.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
-import time
+import sys
 import warnings
 from pathlib import Path
 
@@ -38,7 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-import bnn
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (timer, machine description, report writing)
+
+import bnn  # noqa: E402
 
 NOISE = "noise_scale"
 LEARNING_RATE = 1e-3
@@ -110,6 +110,7 @@ def bnn_negative_elbo(model: bnn.BNN, params: dict, eps: dict, x: jax.Array, y: 
     from numpyro import handlers
     from numpyro.infer import Trace_ELBO
 
+    # internal on purpose: the objective that fit(method="svi") optimises, measured against the hand-written one
     from bnn.inference.svi import make_guide, minibatch_model
 
     fn = minibatch_model(model)
@@ -183,12 +184,6 @@ def _scanned(step):
     return run
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-
 def measure(sizes: tuple[int, ...], n: int, batch_size: int, steps: int, repeats: int, num_features: int = 8) -> dict:
     """Per-step µs of bnn's and the hand-written SVI and MAP, and bnn's fixed per-fit seconds.
 
@@ -239,9 +234,9 @@ def measure(sizes: tuple[int, ...], n: int, batch_size: int, steps: int, repeats
         for r in range(repeats):
             for k in lengths:
                 for name, fn in programs[k].items():
-                    times[name, k].append(_timed(fn))
+                    times[name, k].append(harness.timed(fn)[1])
             if r < 2:  # a recompiling fit costs seconds: two repeats
-                fresh_times.append(_timed(fresh))
+                fresh_times.append(harness.timed(fresh)[1])
     med = {key: statistics.median(v) for key, v in times.items()}
     per_step = {name: (med[name, 2 * steps] - med[name, steps]) / steps for name in programs[2 * steps]}
     fixed = med["bnn_svi", steps] - steps * per_step["bnn_svi"]
@@ -298,19 +293,15 @@ def main(argv=None) -> dict:
     text = table(results)
     print(text)
     if not args.fast:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        info = harness.machine()
         header = (
             "# Minibatch SVI: per-step cost against a hand-written mean-field step\n\n"
-            f"`python benchmarks/svi_step.py` on {platform.machine()} {platform.system()}, {cpus} usable core(s), "
-            f"JAX {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind}), {datetime.date.today()}.\n\n"
+            f"`python benchmarks/svi_step.py` on {harness.machine_line(info)}; {info['date']}.\n\n"
             "Per-step = (t(2K) − t(K)) / K from medians of interleaved warm fits; fixed = t(K) − K · per-step "
             "(bnn's set-up per `fit` call, including the default 1000 posterior draws). Contract: ratio ≤ 1.2.\n\n"
         )
-        out = Path(args.out)
         # the hand-written sections of an earlier report (from its first "## " heading on) are kept
-        kept = out.read_text().partition("\n## ") if out.exists() else ("", "", "")
-        notes = "\n## " + kept[2] if kept[1] else ""
-        out.write_text(header + text + "\n" + notes)
+        harness.write_report(Path(args.out), header + text + "\n", keep_from="## ")
     return results
 
 

@@ -38,9 +38,7 @@ import datetime
 import json
 import math
 import os
-import platform
 import re
-import subprocess
 import sys
 import time
 import warnings
@@ -48,7 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
-import bnn
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (machine description, report writing)
+
+import bnn  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "uci_results.jsonl"
@@ -212,52 +213,6 @@ def parse_splits(text: str, n_splits: int = 20) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# machine description
-
-
-def _lscpu() -> dict[str, str]:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _date() -> str:
-    try:
-        return subprocess.run(["date"], capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def machine() -> dict:
-    """CPU model and count (lscpu), the cores this process may use, XLA flags and versions."""
-    import jax
-    import numpyro
-
-    cpu = _lscpu()
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        allowed = list(range(os.cpu_count() or 1))
-    return {
-        "cpu": cpu.get("Model name", platform.processor() or "unknown"),
-        "cpus": cpu.get("CPU(s)", str(os.cpu_count())),
-        "cores_used": len(allowed),
-        "affinity": ",".join(map(str, allowed)),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "jax_backend": jax.default_backend(),
-        "versions": {"bnn": bnn.__version__, "jax": jax.__version__, "numpyro": numpyro.__version__,
-                     "python": platform.python_version()},
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # one split
 
 
@@ -266,7 +221,9 @@ def _finite(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _metrics(fit: bnn.Fit, x: np.ndarray, y: np.ndarray) -> dict:
+def evaluate(fit: bnn.Fit, x: np.ndarray, y: np.ndarray) -> dict:
+    """The fit's predictions at ``x`` judged against ``y``, in original units: RMSE of the predictive mean,
+    mean log predictive density (``ll`` = −NLL), coverage and mean width of the central :data:`LEVEL` interval."""
     pred = fit.predict(x)
     lo, hi = pred.interval(LEVEL)
     return {
@@ -347,8 +304,8 @@ def run_split(dataset: str, method: str, split: int, fast: bool = False, data_di
             model = make_model(method)
             fit = model.fit(data.x_train, data.y_train, method=kind, seed=split, normalize=True, **options)
             record["fit_s"] = time.perf_counter() - start
-            test = _metrics(fit, data.x_test, data.y_test)
-            train = _metrics(fit, data.x_train[rows], data.y_train[rows])
+            test = evaluate(fit, data.x_test, data.y_test)
+            train = evaluate(fit, data.x_train[rows], data.y_train[rows])
             record.update({f"test_{k}": v for k, v in test.items()})
             record.update({"train_rmse": train["rmse"], "train_ll": train["ll"]})
             record["details"] = _fit_details(method, fit, data)
@@ -447,15 +404,14 @@ def _method_order(methods) -> list[str]:
 def report(records: list[dict], fast: bool = False) -> str:
     """The Markdown report over all current records."""
     recs, stale = _current(records, fast)
-    lscpu = _lscpu()
+    here = harness.machine(devices=False)
     lines = [
         "# UCI regression benchmark" + (" (smoke mode: tiny step counts, numbers meaningless)" if fast else ""),
         "",
         "Written by `python benchmarks/uci.py` from every result stored in "
         f"`benchmarks/{(FAST_RESULTS if fast else RESULTS).name}`; rerun it (or `--report-only`) to refresh.",
         "",
-        f"Report written: {_date()}. Machine (lscpu): {lscpu.get('Model name', 'unknown')}, "
-        f"{lscpu.get('CPU(s)', '?')} CPUs.",
+        f"Report written: {here['date']}. Machine (lscpu): {here['cpu']}, {here['cpus']} CPUs.",
     ]
     runs = sorted({(m["cpu"], m["cores_used"], m["xla_flags"], m["jax_backend"]) for m in
                    (r.get("machine") for r in recs) if m})
@@ -641,10 +597,10 @@ def _extras(dataset: str, by: dict) -> list[str]:
 
 
 def write_report(records: list[dict], path: Path | None, fast: bool = False) -> str:
+    """The report over ``records``, written to ``path`` unless it is None."""
     text = report(records, fast)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        harness.write_report(path, text)
     return text
 
 
@@ -682,7 +638,7 @@ def main(argv=None) -> int:
         parser.error(f"data set(s) {missing} not found in {bnn.datasets.uci_dir(args.data_dir)}; available: {available}")
 
     if not args.report_only:
-        info = machine()
+        info = harness.machine()
         done = {(r["dataset"], r["method"], r["split"]) for r in _current(load_records(results), args.fast)[0]
                 if not (args.retry_failed and r["error"])}
         for split in splits:
