@@ -9,6 +9,11 @@ and sampled from its prior predictive.
 >>> model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
 >>> fit = model.fit(x, y, method="map", num_steps=2000)
 >>> pred = fit.predict(bnn.datasets.sine_grid())
+
+The public API is this module's ``__all__`` and the ``__all__`` of the submodules
+``bnn.datasets``, ``bnn.diagnostics``, ``bnn.metrics``, ``bnn.plot`` and ``bnn.sbc``.
+Everything else (``bnn.lifting``, ``bnn.inference``, ``bnn.io``, names outside those lists)
+is internal and may change in any release.
 """
 
 import numpyro as _numpyro

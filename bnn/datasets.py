@@ -21,6 +21,21 @@ import numpy as np
 
 from bnn import _checks
 
+__all__ = [
+    "sine",
+    "sine_function",
+    "sine_grid",
+    "hill",
+    "hill_boundary",
+    "polynomial",
+    "uci",
+    "uci_names",
+    "uci_dir",
+    "UCISplit",
+    "UCI_ENV",
+    "from_csv",
+]
+
 
 def sine_function(x) -> np.ndarray:
     """The noiseless sine toy function ``f(x) = x·sin(5x)`` (elementwise)."""

@@ -23,6 +23,15 @@ import numpy as np
 from bnn import _checks
 from bnn.predictive import Predictions, predictions_from_draws
 
+__all__ = [
+    "to_arviz",
+    "diagnose",
+    "Diagnostics",
+    "parameter_dims",
+    "RHAT_THRESHOLD",
+    "ESS_PER_CHAIN",
+]
+
 if TYPE_CHECKING:  # pragma: no cover - annotations only: a Fit calls into this module
     from bnn.fit import Fit
 

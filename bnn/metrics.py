@@ -17,6 +17,23 @@ from jax.scipy.special import logsumexp, ndtr
 from bnn import _checks
 from bnn.predictive import Predictions
 
+__all__ = [
+    "rmse",
+    "mae",
+    "nll",
+    "coverage",
+    "interval_width",
+    "accuracy",
+    "brier",
+    "crps",
+    "crps_gaussian",
+    "crps_predictive",
+    "calibration_curve",
+    "reliability_curve",
+    "ece",
+    "DEFAULT_LEVELS",
+]
+
 
 def _targets(y, like: jnp.ndarray, name: str = "y") -> jnp.ndarray:
     arr = _checks.finite_array(y, name, ndims=(1, 2))

@@ -18,6 +18,25 @@ from bnn import _checks
 from bnn.fit import Fit
 from bnn.predictive import Predictions
 
+__all__ = [
+    "prior_functions",
+    "predictive",
+    "loss_curve",
+    "calibration",
+    "reliability",
+    "uncertainty",
+    "decision_map",
+    "trace",
+    "rank",
+    "compare",
+    "PALETTE",
+    "CLASS_COLORS",
+    "CLASS_MARKERS",
+    "QUANTITIES",
+    "REGRESSION_METRICS",
+    "CLASSIFICATION_METRICS",
+]
+
 #: Okabe & Ito (2008) colours, distinguishable with the common colour-vision deficiencies:
 #: blue, orange, bluish green, vermillion, reddish purple, sky blue, yellow, black.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")

@@ -57,6 +57,24 @@ import numpy as np
 
 from bnn import _checks
 
+__all__ = [
+    "run",
+    "SBC",
+    "simulate",
+    "Simulations",
+    "nuts",
+    "Posterior",
+    "canonicalize",
+    "quantities",
+    "ranks",
+    "chi2_test",
+    "chi2_sf",
+    "ecdf_test",
+    "ecdf_band",
+    "uniformity",
+    "Uniformity",
+]
+
 if TYPE_CHECKING:
     from bnn.model import BNN
 
