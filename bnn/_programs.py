@@ -1,4 +1,4 @@
-"""Compiled programs cached on a model, under keys derived from what built them.
+"""Compiled programs cached per model content, under keys derived from what built them.
 
 A program is built by a module-level function ``build(model, **settings)``; it is cached
 under ``(build, settings, float type)`` (:class:`Programs`). A builder sees nothing but the
@@ -9,10 +9,16 @@ construction: a forgotten setting cannot silently reuse a wrong program, and a c
 Settings are compared by value (:func:`settings_key`), optax transformations included:
 every call of ``optax.adam(1e-3)`` returns a new object with fresh closures, and keying
 on the object would recompile each ``fit(optimizer=optax.adam(1e-3))``.
+
+Models are compared by value too: every model built from equal parts (module, prior,
+likelihood, precision; :func:`for_model`) shares one store, so building the same model again
+(a notebook cell run twice, a script fitting a fresh model per split) compiles nothing new.
+The :data:`MAX_MODELS` most recently built distinct models keep their stores.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import types
 from collections.abc import Callable
@@ -49,6 +55,31 @@ class Programs:
 
     def __len__(self) -> int:
         return len(self._store)
+
+
+#: how many distinct models keep their compiled programs (the least recently built are dropped)
+MAX_MODELS = 64
+_STORES: collections.OrderedDict[Any, Programs] = collections.OrderedDict()
+
+
+def for_model(content) -> Programs:
+    """The program store shared by every model whose parts are ``content`` (a hashable value).
+
+    ``None`` (parts that cannot be compared by value, e.g. a flax.nnx module) gives a store of
+    the model's own.
+    """
+    if content is None:
+        return Programs()
+    store = _STORES.pop(content, None)
+    _STORES[content] = store = Programs() if store is None else store
+    while len(_STORES) > MAX_MODELS:
+        _STORES.popitem(last=False)
+    return store
+
+
+def clear() -> None:
+    """Forget every shared store: models built afterwards compile their programs afresh."""
+    _STORES.clear()
 
 
 class _Identity:

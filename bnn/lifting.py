@@ -33,9 +33,8 @@ import numpyro.distributions as dist
 from flax import nnx, traverse_util
 from numpyro import handlers
 
-from bnn import _checks
+from bnn import _checks, _programs
 from bnn import priors as _priors
-from bnn._programs import Programs
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Categorical, Gaussian, Likelihood
 from bnn.nnx_bridge import NNXModule
 
@@ -141,7 +140,18 @@ class LiftedModel:
         self.likelihood = likelihood
         self.matmul_precision = _checks.one_of(matmul_precision, "matmul_precision", MATMUL_PRECISIONS)
         self._specs: dict[int, ParamSpec] = {}
-        self._programs = Programs()
+        self._programs = _programs.for_model(self._content())
+
+    def _content(self):
+        """The model's parts as one hashable value (models with equal parts share their compiled
+        programs, :func:`bnn._programs.for_model`), or ``None`` when a part cannot be compared by value."""
+        prior = tuple(self.prior.items()) if isinstance(self.prior, Mapping) else self.prior
+        content = (type(self), self.module, prior, self.likelihood, self.matmul_precision)
+        try:
+            hash(content)
+        except TypeError:
+            return None
+        return content
 
     def __repr__(self) -> str:
         precision = "" if self.matmul_precision == "highest" else f", matmul_precision={self.matmul_precision!r}"

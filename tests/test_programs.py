@@ -62,6 +62,7 @@ def test_fits_reuse_programs_exactly_when_their_settings_match(sine_data):
     from bnn.inference.optimize import _point_program
 
     x, y = sine_data
+    bnn._programs.clear()  # models with equal parts share programs: start with none compiled
     model = bnn.BNN(bnn.MLP((4, 1), activation="tanh"), likelihood=bnn.Gaussian(scale=0.1))
     fit = lambda **o: model.fit(x, y, method="map", num_steps=20, **o)  # noqa: E731
     fit()
@@ -72,3 +73,30 @@ def test_fits_reuse_programs_exactly_when_their_settings_match(sine_data):
     model.fit(x, y, method="mle", num_steps=20)
     model.fit(x[:30], y[:30], method="map", num_steps=20)  # another number of rows
     assert len(model._programs.built_by(_point_program)) == 5
+
+
+def test_models_with_equal_parts_share_one_store_and_others_do_not():
+    """A model built again from equal parts (a notebook cell run twice) reuses the compiled
+    programs; another module, prior, likelihood or precision gets its own; a flax.nnx module,
+    which has no value equality, keeps a store of its own model."""
+    from flax import nnx
+
+    from bnn import _programs
+
+    def make(**change):
+        parts = dict(module=bnn.MLP((3, 1), activation="tanh"), prior={"*.kernel": bnn.Normal(0.5), "*": bnn.Normal(1.0)},
+                     likelihood=bnn.Gaussian(scale=0.1))
+        return bnn.BNN(**{**parts, **change})
+
+    _programs.clear()
+    first, again = make(), make()
+    assert first._programs is again._programs
+    others = [make(module=bnn.MLP((4, 1), activation="tanh")), make(prior=bnn.Normal(0.5)),
+              make(prior={"*": bnn.Normal(1.0), "*.kernel": bnn.Normal(0.5)}),  # key order kept (a conservative key)
+              make(likelihood=bnn.Gaussian()), make(matmul_precision="default")]
+    stores = {id(m._programs) for m in others}
+    assert len(stores) == len(others) and id(first._programs) not in stores
+    nnx_model = bnn.BNN(nnx.Linear(1, 1, rngs=nnx.Rngs(0)))
+    assert bnn.BNN(nnx_model.module.module)._programs is not nnx_model._programs
+    _programs.clear()
+    assert make()._programs is not first._programs

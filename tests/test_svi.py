@@ -22,6 +22,7 @@ def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
     x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
     x2, y2 = bnn.datasets.sine(n=30, noise=0.1, seed=1)  # other data, same shapes
     options = dict(method="svi", num_steps=200, num_samples=50)
+    bnn._programs.clear()  # models with equal parts share programs: start with none compiled
     model = _model()
     start = time.perf_counter()
     model.fit(x, y, seed=0, **options)
@@ -31,6 +32,7 @@ def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
     second = time.perf_counter() - start
     assert len(_svi_programs(model)) == 1
     # a cached program is only a faster route to the same numbers: a fresh model compiles its own
+    bnn._programs.clear()
     fresh = _model().fit(x2, y2, seed=3, **options)
     for site in fresh.draws:
         np.testing.assert_array_equal(np.asarray(again.draws[site]), np.asarray(fresh.draws[site]))
@@ -43,6 +45,7 @@ def test_other_settings_compile_their_own_programs():
     """Every setting of the SVI programs is in their key by construction (tests/test_programs.py);
     here, that the fit passes them: another guide compiles anew, a seed does not."""
     x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
+    bnn._programs.clear()
     model = _model()
     model.fit(x, y, method="svi", num_steps=20, num_samples=5)
     model.fit(x, y, method="svi", num_steps=20, num_samples=5, seed=4)
