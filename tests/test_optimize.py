@@ -230,3 +230,35 @@ def test_equal_optax_optimizers_share_compiled_programs(sine_data):
     assert len(model._programs) == programs + 1
     model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(2e-2))
     assert len(model._programs) == programs + 2
+
+
+def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serves_every_length(sine_data):
+    """The default optimiser keeps the run's length in its state, not its code: fits of 30 and 70
+    steps run one compiled program, and each follows ``optax.adam(cosine_decay_schedule(1e-2,
+    num_steps))`` (the oracle: optax's own schedule in a plain loop on the same objective, from
+    the same start) to float32 rounding."""
+    from bnn._programs import clear
+    from bnn.inference.optimize import _point_program
+
+    x, y = sine_data
+    clear()
+    model = bnn.BNN(bnn.MLP((4, 1), activation="tanh"), likelihood=bnn.Gaussian(scale=0.1))
+    loss = objective_fn(model, "map", 1, x.shape[0])
+    transforms = model.transforms(1)
+    for num_steps in (30, 70):
+        fit = model.fit(x, y, method="map", num_steps=num_steps, seed=0)
+        start = {k: transforms[k].inv(v) for k, v in model.initial_values(x, y, jax.random.key(0)).items()}
+        opt = optax.adam(optax.cosine_decay_schedule(1e-2, num_steps))
+
+        def step(carry, _, opt=opt):
+            u, s = carry
+            value, g = jax.value_and_grad(loss)(u, jnp.asarray(x), jnp.asarray(y))
+            updates, s = opt.update(g, s, u)
+            return (optax.apply_updates(u, updates), s), value
+
+        (u, _), values = jax.lax.scan(step, (start, opt.init(start)), None, length=num_steps)
+        # float32 rounding of the same arithmetic, amplified by at most num_steps Adam steps
+        np.testing.assert_allclose(fit.info["loss"], np.asarray(values), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(fit.draws["Dense_0.kernel"][0]), np.asarray(u["Dense_0.kernel"]),
+                                   rtol=1e-4, atol=1e-6)
+    assert len(model._programs.built_by(_point_program)) == 1

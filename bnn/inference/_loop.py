@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -80,25 +81,63 @@ def run_in_chunks(
     return state, np.concatenate(losses), done
 
 
-@functools.lru_cache(maxsize=32)
-def _decaying_adam(peak_learning_rate: float, num_steps: int):
-    """Adam whose rate falls from ``peak_learning_rate`` to 0 over ``num_steps`` by a half cosine.
+class RunLength(NamedTuple):
+    """The state of the default optimiser's rate: steps taken, and the run's length (see :func:`for_run`)."""
 
-    One object per (rate, steps), so compiled training loops keyed on it are reused. A
-    constant rate leaves the last iterate of a stochastic (or ill-conditioned) optimisation
-    at a random point near the optimum; a decaying one settles there.
+    count: jax.Array
+    total: jax.Array
+
+
+def _half_cosine(peak_learning_rate: float):
+    """Scale updates by ``-rate``, the rate falling from ``peak_learning_rate`` to 0 by a half cosine
+    over the run's length, which the state holds (:class:`RunLength`), not the code: one compiled
+    step serves runs of any length."""
+    import optax
+
+    def init(params):
+        del params
+        return RunLength(jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        count = jnp.minimum(state.count, state.total)
+        # times the reciprocal: how XLA computes a division by a constant, so rates equal a fixed-length schedule's
+        rate = peak_learning_rate * (0.5 * (1 + jnp.cos(jnp.pi * count * (1 / state.total))))
+        return jax.tree.map(lambda g: jnp.array(-1 * rate, dtype=g.dtype) * g, updates), \
+            RunLength(optax.safe_increment(state.count), state.total)
+
+    return optax.GradientTransformation(init, update)
+
+
+@functools.lru_cache(maxsize=32)
+def _decaying_adam(peak_learning_rate: float):
+    """Adam whose rate falls from ``peak_learning_rate`` to 0 over the run by a half cosine: the
+    run's length is set in its state by :func:`for_run`.
+
+    One object per rate, so compiled training loops keyed on it are reused whatever the number of
+    steps. A constant rate leaves the last iterate of a stochastic (or ill-conditioned)
+    optimisation at a random point near the optimum; a decaying one settles there.
     """
     import optax
 
-    schedule = optax.cosine_decay_schedule(peak_learning_rate, decay_steps=num_steps)
-    return optax.with_extra_args_support(optax.adam(schedule))
+    return optax.with_extra_args_support(optax.chain(optax.scale_by_adam(), _half_cosine(peak_learning_rate)))
+
+
+def for_run(opt_state, num_steps: int):
+    """``opt_state`` with the run's length set to ``num_steps`` wherever the default optimiser's rate
+    (:class:`RunLength`) is in it (any other optimiser's state is returned unchanged)."""
+    def set_total(s):
+        return s._replace(total=jnp.full_like(s.total, num_steps)) if isinstance(s, RunLength) else s
+
+    return jax.tree.map(set_total, opt_state, is_leaf=lambda s: isinstance(s, RunLength))
 
 
 def make_optimizer(optimizer, learning_rate, default_learning_rate: float, num_steps: int):
     """The optax transformation to use: ``optimizer``, or the default decaying Adam.
 
     The default peaks at ``learning_rate`` (or ``default_learning_rate``) and decays to 0
-    over ``num_steps`` (see :func:`_decaying_adam`).
+    over the run (see :func:`_decaying_adam`); its state must be given the run's length by
+    :func:`for_run`. ``num_steps`` is checked here and set there.
     """
     import optax
 
@@ -108,7 +147,8 @@ def make_optimizer(optimizer, learning_rate, default_learning_rate: float, num_s
         raise ValueError("give either `optimizer` or `learning_rate` (the peak of the default Adam), not both.")
     if optimizer is None:
         lr = default_learning_rate if learning_rate is None else _checks.positive_float(learning_rate, "learning_rate")
-        return _decaying_adam(lr, num_steps)
+        _checks.positive_int(num_steps, "num_steps")
+        return _decaying_adam(lr)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")
     return optimizer

@@ -28,6 +28,7 @@ import optax
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
+    for_run,
     make_optimizer,
     resolve_mesh,
 )
@@ -175,8 +176,8 @@ def fit_ensemble(
     )
     (u, _), trained = train(
         model, rows, lambda state, keys, data: program(*state, keys, data, anchors, member_ys),
-        (u0, jax.vmap(optimizer.init)(u0)), rows.on(mesh), num_steps, eval_every, f"ensemble ({objective.upper()})",
-        progress_bar, patience, members=True)
+        (u0, for_run(jax.vmap(optimizer.init)(u0), num_steps)), rows.on(mesh), num_steps, eval_every,
+        f"ensemble ({objective.upper()})", progress_bar, patience, members=True)
     draws = {k: transforms[k](v) for k, v in u.items()}
     info = {**trained, "num_members": num_members, "objective": objective, "anchored": anchored,
             "wall_time": time.perf_counter() - start}

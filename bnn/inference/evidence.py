@@ -41,7 +41,7 @@ from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import make_optimizer
+from bnn.inference._loop import for_run, make_optimizer
 from bnn.inference.chains import FlatLayout
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, fit_point
 from bnn.lifting import LiftedModel
@@ -162,7 +162,7 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
             updates, state = optimizer.update(grad, state, h, value=value, grad=grad, value_fn=neg_evidence)
             return (optax.apply_updates(h, updates), state), value
 
-        (h, _), _ = jax.lax.scan(step, (h0, optimizer.init(h0)), None, length=100)
+        (h, _), _ = jax.lax.scan(step, (h0, for_run(optimizer.init(h0), 100)), None, length=100)
         return jnp.clip(h, -20.0, 20.0), -neg_evidence(h)
 
     return jax.jit(run)
@@ -198,7 +198,7 @@ def _refit_program(model: LiftedModel, unravel, optimizer, num_steps: int, learn
             updates, state = optimizer.update(grad, state, t, value=value, grad=grad, value_fn=loss)
             return (optax.apply_updates(t, updates), state), None
 
-        (theta, _), _ = jax.lax.scan(step, (theta, optimizer.init(theta)), None, length=num_steps)
+        (theta, _), _ = jax.lax.scan(step, (theta, for_run(optimizer.init(theta), num_steps)), None, length=num_steps)
         return theta
 
     return jax.jit(run)

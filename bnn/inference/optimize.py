@@ -38,6 +38,7 @@ from bnn.inference._loop import (
     check_batch_size,
     chunk_length,
     draw_batch,
+    for_run,
     loss_settled,
     make_optimizer,
     resolve_mesh,
@@ -194,7 +195,8 @@ def fit_point(
     u0 = {k: rows.transforms[k].inv(v) for k, v in init.items()}
     scan_chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
                                n=rows.n, num_features=rows.num_features)
-    (u, _), info = train(model, rows, lambda state, keys, data: scan_chunk(*state, keys, data), (u0, optimizer.init(u0)),
+    (u, _), info = train(model, rows, lambda state, keys, data: scan_chunk(*state, keys, data),
+                         (u0, for_run(optimizer.init(u0), num_steps)),
                          rows.on(mesh), num_steps, eval_every, method.upper(), progress_bar, patience)
     draws = {k: jnp.asarray(rows.transforms[k](v))[None] for k, v in u.items()}
     info["wall_time"] = time.perf_counter() - start

@@ -32,6 +32,7 @@ from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
     draw_batch,
+    for_run,
     make_optimizer,
     resolve_mesh,
 )
@@ -204,9 +205,9 @@ def fit_svi(
     init_state, scan_chunk, finish = model.program(
         _svi_programs, guide=guide, optimizer=optimizer, n=rows.n, num_features=rows.num_features,
         batch_size=batch_size, num_particles=num_particles, init_scale=init_scale, rank=rank)
-    state, info = train(model, rows, lambda state, keys, data: scan_chunk(state, keys, init, *data),
-                        init_state(init, key_init, *data), data, num_steps, eval_every, f"SVI ({guide})", progress_bar,
-                        key=key_steps)
+    state0 = for_run(init_state(init, key_init, *data), num_steps)  # the default optimiser's run length
+    state, info = train(model, rows, lambda state, keys, data: scan_chunk(state, keys, init, *data), state0, data,
+                        num_steps, eval_every, f"SVI ({guide})", progress_bar, key=key_steps)
     params, posterior = finish(key_post, state, num_samples, init, *data)
     posterior = from_guide_sites(model, dict(posterior), rows.num_features) if scale_of else posterior
     draws = {k: jnp.asarray(posterior[k]) for k in model.latent_sites(rows.num_features)}
