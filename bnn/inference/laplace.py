@@ -51,7 +51,7 @@ from bnn.fit import Fit
 from bnn.inference.chains import FlatLayout
 from bnn.inference.evidence import prior_stds, tune, whitened_spectrum
 from bnn.inference.optimize import fit_point
-from bnn.lifting import LiftedModel
+from bnn.lifting import LiftedModel, run_once
 
 HESSIANS = ("ggn", "full")
 PREDICTIVES = ("glm", "nn")
@@ -124,7 +124,7 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
         log_evidence = -neg_log_joint(theta_star) + 0.5 * dim * jnp.log(2 * jnp.pi) - half_log_det
         return precision, thetas, log_evidence, ok
 
-    return jax.jit(run)
+    return run_once(run)  # once per fit: the GGN, its factorisation and the draws
 
 
 def fit_laplace(
