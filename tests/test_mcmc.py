@@ -151,3 +151,19 @@ def test_parallel_chains_equal_vectorized_chains(tmp_path):
     a, b = np.asarray(out["parallel_300"]), np.asarray(out["vectorized_300"])
     se = np.sqrt(a.var() / 500 + b.var() / 500)  # generous: draws are autocorrelated but ESS is high here
     assert abs(a.mean() - b.mean()) < 4 * se and abs(a.std() / b.std() - 1) < 0.15
+
+
+def test_mclmc_warm_up_and_draws_share_one_program_across_numbers_of_draws(linear_data):
+    """MCLMC's tuning phases and its draws run on one compiled kernel (the chain driver's
+    ``advance``); a fit with another number of draws reuses it, and its draws continue the same
+    chains (the first draws agree, as each chain's key stream depends on the iteration only)."""
+    x, y = linear_data
+    bnn._programs.clear()
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.3))
+    options = {"num_chains": 2, "num_warmup": 60, "thinning": 2, "init": "prior"}
+    short = model.fit(x, y, method="mclmc", num_samples=10, **options)
+    long = model.fit(x, y, method="mclmc", num_samples=30, **options)
+    programs = model._programs.built_by(bnn.inference.chains._chain_program)
+    assert len(programs) == 1 and [f._cache_size() for f in programs[0]] == [1, 1]
+    first = long.draws["Dense_0.kernel"].reshape(2, 30, -1)[:, :10]
+    np.testing.assert_array_equal(short.draws["Dense_0.kernel"].reshape(2, 10, -1), first)

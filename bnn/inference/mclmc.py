@@ -115,7 +115,7 @@ def fit_mclmc(
     chain_method = resolve_chain_method(chain_method, num_chains)
 
     start = time.perf_counter()
-    settings = dict(num_warmup=num_warmup, num_samples=num_samples, thinning=thinning,
+    settings = dict(num_warmup=num_warmup, thinning=thinning,  # the number of draws is the driver's
                     desired_energy_var=desired_energy_var, diagonal_preconditioning=bool(diagonal_preconditioning))
     prepared = prepare_chains(model, x, y, y_err, seed, _keys.MCLMC, init, num_chains, map_options)
     if prepared.starts.shape[1] < 2:
@@ -158,7 +158,7 @@ class Schedule(NamedTuple):
         return self.step_size + self.moments + self.retune + self.trace
 
 
-def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, num_samples: int, thinning: int,
+def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
                   desired_energy_var: float, diagonal_preconditioning: bool) -> Kernel:
     """One MCLMC chain for the chain driver (:mod:`bnn.inference.chains`), warm-up and sampling
     in one compiled step.
