@@ -82,7 +82,7 @@ def fit_mclmc(
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
       num_chains: chains, each from a different MAP start.
       num_warmup: tuning steps per chain (BlackJAX's three tuning phases together; with
-        ``diagonal_preconditioning`` a sixth more re-tune the step size under the
+        ``diagonal_preconditioning`` a ninth more re-tune the step size under the
         preconditioner, as in BlackJAX: see :class:`Schedule`).
       num_samples: draws kept per chain.
       thinning: MCLMC steps per kept draw (the chain runs ``num_samples * thinning`` steps).
