@@ -47,14 +47,14 @@ _RESERVED = (OBS_SITE, PLATE)
 RUN_ONCE = {"xla_backend_optimization_level": 1}
 
 
-def run_once(fn):
-    """``jax.jit(fn)`` compiled with :data:`RUN_ONCE` when called at the top level.
+def run_once(fn, **jit_options):
+    """``jax.jit(fn, **jit_options)`` compiled with :data:`RUN_ONCE` when called at the top level.
 
     JAX accepts compiler options on top-level programs only and refuses them with a
     ``ValueError`` inside a user's trace (``jax.jit``, ``jax.eval_shape``); there the call is
     traced into the enclosing program instead (an error of ``fn`` itself recurs there).
     """
-    fast, plain = jax.jit(fn, compiler_options=RUN_ONCE), jax.jit(fn)
+    fast, plain = jax.jit(fn, compiler_options=RUN_ONCE, **jit_options), jax.jit(fn, **jit_options)
 
     def call(*args):
         try:

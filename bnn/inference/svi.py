@@ -15,7 +15,6 @@ log-likelihood by ``N / batch_size``: the ELBO estimate is unbiased.
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
@@ -37,7 +36,7 @@ from bnn.inference._loop import (
     resolve_mesh,
 )
 from bnn.inference.optimize import map_start, train, training_rows
-from bnn.lifting import PLATE, LiftedModel
+from bnn.lifting import PLATE, LiftedModel, run_once
 
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
 INITS = ("map", "module")
@@ -249,7 +248,6 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
         svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
         return guide_obj, svi, svi.init(key, xs, ys, draw_batch(key, n, batch_size), es)
 
-    @jax.jit
     def init_state(values, key, xs, ys, es):
         return make_svi(values, key, xs, ys, es)[2]
 
@@ -263,7 +261,6 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
 
         return jax.lax.scan(step, state, keys)
 
-    @functools.partial(jax.jit, static_argnums=2)
     def finish(key, state, num, values, xs, ys, es):
         guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
         params = svi.get_params(state)
@@ -272,4 +269,6 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
         with jax.numpy_rank_promotion("allow"):  # NumPyro's samplers rely on implicit rank promotion
             return params, guide_obj.sample_posterior(key, params, sample_shape=(num,))
 
-    return init_state, scan_chunk, finish
+    # the draws run once per fit: compiled at the run-once level (its values unchanged; the start is
+    # not, as its log transforms round differently there)
+    return jax.jit(init_state), scan_chunk, run_once(finish, static_argnums=2)
