@@ -262,3 +262,16 @@ def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serve
         np.testing.assert_allclose(np.asarray(fit.draws["Dense_0.kernel"][0]), np.asarray(u["Dense_0.kernel"]),
                                    rtol=1e-4, atol=1e-6)
     assert len(model._programs.built_by(_point_program)) == 1
+
+
+def test_the_default_optimizer_needs_its_run_length():
+    """Without ``for_run`` the default optimiser's first update is NaN (a loud failure), not a
+    rate that silently falls to 0 after one step; with it, the first rate is the peak."""
+    from bnn.inference._loop import for_run, make_optimizer
+
+    optimizer = make_optimizer(None, None, 1e-2, 10)
+    params, grads = {"w": jnp.ones(3)}, {"w": jnp.ones(3)}
+    unset, _ = optimizer.update(grads, optimizer.init(params), params)
+    assert np.all(np.isnan(np.asarray(unset["w"])))
+    updates, _ = optimizer.update(grads, for_run(optimizer.init(params), 10), params)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -1e-2, rtol=1e-5)  # Adam's first step: -rate · sign(g)

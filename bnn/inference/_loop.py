@@ -96,7 +96,9 @@ def _half_cosine(peak_learning_rate: float):
 
     def init(params):
         del params
-        return RunLength(jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32))
+        # a length of 0 until for_run sets it: a run that skipped for_run fails loudly (its first
+        # update is NaN, which the loop reports) instead of stopping after one step
+        return RunLength(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
         del params
