@@ -21,6 +21,7 @@ CPUs always multiply in full float32, so there the setting changes nothing.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -134,13 +135,33 @@ class LiftedModel:
                 "`likelihood` must be a bnn likelihood (bnn.Gaussian(), bnn.Heteroscedastic(), "
                 f"bnn.Bernoulli(), bnn.Categorical()); got {type(likelihood).__name__}."
             )
-        #: the linen module, or the NNX module wrapped as :class:`bnn.nnx_bridge.NNXModule`.
-        self.module: nn.Module | NNXModule = module
-        self.prior = prior
-        self.likelihood = likelihood
-        self.matmul_precision = _checks.one_of(matmul_precision, "matmul_precision", MATMUL_PRECISIONS)
+        # The parts are read-only (a dict prior is kept as a read-only copy): compiled programs are
+        # cached by them and shared between models with equal parts, so a part changed afterwards
+        # would leave programs of the old model in use. Build another model instead.
+        self._module: nn.Module | NNXModule = module
+        self._prior = types.MappingProxyType(dict(prior)) if isinstance(prior, Mapping) else prior
+        self._likelihood = likelihood
+        self._matmul_precision = _checks.one_of(matmul_precision, "matmul_precision", MATMUL_PRECISIONS)
         self._specs: dict[int, ParamSpec] = {}
         self._programs = _programs.for_model(self._content())
+
+    @property
+    def module(self) -> nn.Module | NNXModule:
+        """The linen module, or the NNX module wrapped as :class:`bnn.nnx_bridge.NNXModule`."""
+        return self._module
+
+    @property
+    def prior(self) -> _priors.PriorSpec:
+        """The prior: one :class:`bnn.Prior`, or a read-only mapping of path pattern -> prior."""
+        return self._prior
+
+    @property
+    def likelihood(self) -> Likelihood:
+        return self._likelihood
+
+    @property
+    def matmul_precision(self) -> str:
+        return self._matmul_precision
 
     def _content(self):
         """The model's parts as one hashable value (models with equal parts share their compiled
@@ -155,7 +176,8 @@ class LiftedModel:
 
     def __repr__(self) -> str:
         precision = "" if self.matmul_precision == "highest" else f", matmul_precision={self.matmul_precision!r}"
-        return f"{type(self).__name__}(module={self.module!r}, prior={self.prior!r}, likelihood={self.likelihood!r}{precision})"
+        prior = dict(self.prior) if isinstance(self.prior, Mapping) else self.prior
+        return f"{type(self).__name__}(module={self.module!r}, prior={prior!r}, likelihood={self.likelihood!r}{precision})"
 
     # --- structure -----------------------------------------------------------------
 

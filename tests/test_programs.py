@@ -100,3 +100,18 @@ def test_models_with_equal_parts_share_one_store_and_others_do_not():
     assert bnn.BNN(nnx_model.module.module)._programs is not nnx_model._programs
     _programs.clear()
     assert make()._programs is not first._programs
+
+
+def test_a_model_s_parts_cannot_change_under_its_programs():
+    """Programs are cached by the model's parts, so the parts are read-only: a dict prior is kept
+    as a read-only copy (changing the caller's dict later changes nothing) and assigning a part raises."""
+    priors = {"*.kernel": bnn.Normal(0.5), "*": bnn.Normal(1.0)}
+    model = bnn.BNN(bnn.MLP((3, 1)), prior=priors)
+    priors["*"] = bnn.Normal(9.0)
+    assert model.prior["*"] == bnn.Normal(1.0) and model.prior == {"*.kernel": bnn.Normal(0.5), "*": bnn.Normal(1.0)}
+    with pytest.raises(TypeError):
+        model.prior["*"] = bnn.Normal(9.0)
+    for part in ("module", "prior", "likelihood", "matmul_precision"):
+        with pytest.raises(AttributeError):
+            setattr(model, part, getattr(model, part))
+    assert "prior={'*.kernel': Normal(scale=0.5" in repr(model)
