@@ -251,8 +251,6 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
                                      s["step_size"])
         success = info.nonans & jnp.isfinite(info.energy_change)
         s = {**s, "chain": chain}
-        if schedule.total == 0:
-            return s, info.energy_change, ~success
         s = jax.lax.cond(t < tuning, retuned_step_size, lambda s, *_: s, s, info.energy_change, success)
         if schedule.moments > 1:
             s = jax.lax.cond((averaging[0] <= t) & (t < averaging[1]), averaged, lambda s, _: s, s, success)
