@@ -269,7 +269,7 @@ def test_the_default_optimizer_needs_its_run_length():
     rate that silently falls to 0 after one step; with it, the first rate is the peak."""
     from bnn.inference._loop import for_run, make_optimizer
 
-    optimizer = make_optimizer(None, None, 1e-2, 10)
+    optimizer = make_optimizer(None, None, 1e-2)
     params, grads = {"w": jnp.ones(3)}, {"w": jnp.ones(3)}
     unset, _ = optimizer.update(grads, optimizer.init(params), params)
     assert np.all(np.isnan(np.asarray(unset["w"])))

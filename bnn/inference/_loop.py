@@ -134,12 +134,12 @@ def for_run(opt_state, num_steps: int):
     return jax.tree.map(set_total, opt_state, is_leaf=lambda s: isinstance(s, RunLength))
 
 
-def make_optimizer(optimizer, learning_rate, default_learning_rate: float, num_steps: int):
+def make_optimizer(optimizer, learning_rate, default_learning_rate: float):
     """The optax transformation to use: ``optimizer``, or the default decaying Adam.
 
     The default peaks at ``learning_rate`` (or ``default_learning_rate``) and decays to 0
     over the run (see :func:`_decaying_adam`); its state must be given the run's length by
-    :func:`for_run`. ``num_steps`` is checked here and set there.
+    :func:`for_run`.
     """
     import optax
 
@@ -149,7 +149,6 @@ def make_optimizer(optimizer, learning_rate, default_learning_rate: float, num_s
         raise ValueError("give either `optimizer` or `learning_rate` (the peak of the default Adam), not both.")
     if optimizer is None:
         lr = default_learning_rate if learning_rate is None else _checks.positive_float(learning_rate, "learning_rate")
-        _checks.positive_int(num_steps, "num_steps")
         return _decaying_adam(lr)
     if not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"`optimizer` must be an optax GradientTransformation; got {type(optimizer).__name__}.")

@@ -156,7 +156,7 @@ def fit_ensemble(
     num_members = _checks.positive_int(num_members, "num_members")
     num_steps = _checks.positive_int(num_steps, "num_steps")
     patience = _checks.positive_int(patience, "patience")
-    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps))
+    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()

@@ -255,7 +255,7 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     else:
         rate = map_options.get("learning_rate") or DEFAULT_LEARNING_RATE
         refit_steps = max(int(REFIT_FRACTION * num_steps), MIN_REFIT_STEPS)
-        refit_optimizer = make_optimizer(None, REFIT_RATE_FRACTION * rate, DEFAULT_LEARNING_RATE, refit_steps)
+        refit_optimizer = make_optimizer(None, REFIT_RATE_FRACTION * rate, DEFAULT_LEARNING_RATE)
     refit_optimizer = optax.with_extra_args_support(refit_optimizer)
     point = {k: v[0] for k, v in map_fit.draws.items()}
     sigma = first.likelihood.scale if learned_noise else None

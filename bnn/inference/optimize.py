@@ -186,7 +186,7 @@ def fit_point(
     method = _checks.one_of(method, "method", ("mle", "map"))
     num_steps = _checks.positive_int(num_steps, "num_steps")
     patience = _checks.positive_int(patience, "patience")
-    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps))
+    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()

@@ -173,7 +173,7 @@ def fit_svi(
         if guide != "lowrank":
             raise ValueError(f"`rank` applies to guide='lowrank' only; got guide={guide!r}.")
         rank = _checks.positive_int(rank, "rank")
-    optimizer = make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE, num_steps)
+    optimizer = make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE)
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
