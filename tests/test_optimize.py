@@ -261,7 +261,42 @@ def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serve
         np.testing.assert_allclose(fit.info["loss"], np.asarray(values), rtol=1e-5)
         np.testing.assert_allclose(np.asarray(fit.draws["Dense_0.kernel"][0]), np.asarray(u["Dense_0.kernel"]),
                                    rtol=1e-4, atol=1e-6)
-    assert len(model._programs.built_by(_point_program)) == 1
+    (program,) = model._programs.built_by(_point_program)
+    assert program._cache_size() == 1  # one XLA executable: the number of steps is an argument
+
+
+@pytest.mark.parametrize("method, options", [("map", {}), ("ensemble", {"num_members": 2}), ("svi", {"num_samples": 5})])
+def test_a_fit_does_not_depend_on_how_its_steps_are_chunked(sine_data, capsys, method, options):
+    """Step ``i`` draws its minibatch from ``fold_in(key, i)``, and one compiled program runs any
+    number of steps: ``eval_every`` and a progress bar (chunks of 7 steps instead of one) change
+    neither the losses nor the result, bit for bit."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((4, 1), activation="tanh"), likelihood=bnn.Gaussian(scale=0.1))
+    fits = [model.fit(x, y, method=method, num_steps=45, batch_size=10, seed=1, **options, **how)
+            for how in ({}, {"eval_every": 7, "progress_bar": True})]
+    np.testing.assert_array_equal(fits[0].info["loss"], fits[1].info["loss"])
+    for site in fits[0].draws:
+        np.testing.assert_array_equal(np.asarray(fits[0].draws[site]), np.asarray(fits[1].draws[site]))
+    assert "45/45" in capsys.readouterr().err
+
+
+def test_chunks_stop_at_every_check_and_hold_at_most_chunk_steps():
+    """``run_in_chunks`` calls the compiled chunk with ``(first, count)``, ``count`` at most
+    ``CHUNK``, and checks (``on_chunk``) after every ``eval_every`` steps and at the end."""
+    from bnn.inference._loop import CHUNK, run_in_chunks
+
+    calls, checks = [], []
+
+    def run_chunk(state, key, first, count):
+        calls.append((first, count))
+        return state + count, np.arange(first, first + CHUNK, dtype=np.float32)  # rows past count are ignored
+
+    state, losses, done = run_in_chunks(run_chunk, 0, 2 * CHUNK + 700, None, CHUNK + 500, "MAP",
+                                        on_chunk=lambda state, done: checks.append(done) is not None)
+    assert calls == [(0, CHUNK), (CHUNK, 500), (CHUNK + 500, CHUNK), (2 * CHUNK + 500, 200)]
+    assert checks == [CHUNK + 500, 2 * CHUNK + 700]
+    assert state == done == 2 * CHUNK + 700
+    np.testing.assert_array_equal(losses, np.arange(done))
 
 
 def test_the_default_optimizer_needs_its_run_length():

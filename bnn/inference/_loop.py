@@ -1,7 +1,11 @@
-"""The shared optimisation driver: a jitted ``lax.scan`` over steps, run in chunks.
+"""The shared optimisation driver: compiled chunks of steps, run from a Python loop.
 
-Python only loops over chunks of steps, to update a progress bar, check that the
-objective is finite, and let the caller stop early (validation).
+A compiled chunk runs ``count`` steps (at most :data:`CHUNK`; ``count`` and the first step's
+index are arguments, not constants), so one program serves runs of any length and any
+``eval_every``. Step ``i`` of a run draws its randomness (minibatches) from
+``fold_in(key, i)``: a fit's result does not depend on how its steps are split into chunks
+(``eval_every``, a progress bar). Python only loops over chunks, to update a progress bar,
+check that the objective is finite, and let the caller stop early (validation).
 """
 
 from __future__ import annotations
@@ -13,6 +17,27 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+#: The most steps one compiled call runs (the length of its loss buffer). Calls cost a dispatch
+#: and a copy of the losses each, negligible at this length.
+CHUNK = 1000
+
+
+def run_steps(step: Callable[[Any, jax.Array], tuple[Any, jax.Array]], state: Any, key: jax.Array,
+              first: jax.Array, count: jax.Array) -> tuple[Any, jax.Array]:
+    """Inside a compiled program: ``count`` (at most :data:`CHUNK`) steps of ``step(state, key) ->
+    (state, value)`` from ``state``, step ``j`` with the key ``fold_in(key, first + j)``.
+
+    ``first`` and ``count`` are traced integers, so the program does not depend on them.
+    Returns the final state and the steps' scalar values ``(CHUNK,)`` (rows from ``count`` on are 0).
+    """
+
+    def body(j, carry):
+        state, values = carry
+        state, value = step(state, jax.random.fold_in(key, first + j))
+        return state, values.at[j].set(value)
+
+    return jax.lax.fori_loop(0, count, body, (state, jnp.zeros(CHUNK, jnp.result_type(float))))
 
 
 def draw_batch(key: jax.Array, n: int, batch_size: int | None) -> jax.Array | None:
@@ -29,7 +54,7 @@ def progress(total: int, desc: str, enabled: bool):
 
 
 def run_in_chunks(
-    run_chunk: Callable[[Any, jax.Array], tuple[Any, jax.Array]],
+    run_chunk: Callable[[Any, jax.Array, int, int], tuple[Any, jax.Array]],
     state: Any,
     num_steps: int,
     key: jax.Array,
@@ -38,15 +63,15 @@ def run_in_chunks(
     progress_bar: bool = False,
     on_chunk: Callable[[Any, int], bool] | None = None,
 ) -> tuple[Any, np.ndarray, int]:
-    """Run ``num_steps`` steps as ``run_chunk(state, keys) -> (state, losses)`` calls of ``chunk`` steps.
+    """Run ``num_steps`` steps as ``run_chunk(state, key, first, count) -> (state, values)`` calls.
 
-    ``losses`` has the steps on its first axis (``(steps,)``, or ``(steps, members)`` for an ensemble).
-
-    Each step gets its own key (``keys`` has one row per step). ``on_chunk(state, steps_done)``
-    returning True stops early.
+    ``run_chunk`` runs steps ``first .. first + count - 1`` (``count`` at most :data:`CHUNK`; see
+    :func:`run_steps`) and returns their losses on the first axis of ``values`` (``(CHUNK,)``, or
+    ``(CHUNK, members)`` for an ensemble; rows from ``count`` on are ignored). After every ``chunk``
+    steps (and at the end) ``on_chunk(state, steps_done)`` returning True stops early.
 
     Returns:
-      the final state, the per-step losses ``(steps_done,)``, and ``steps_done``.
+      the final state, the per-step losses ``(steps_done,)`` (or ``(steps_done, members)``), and ``steps_done``.
 
     Raises:
       FloatingPointError: when the loss becomes NaN or infinite.
@@ -55,11 +80,10 @@ def run_in_chunks(
     bar = progress(num_steps, desc, progress_bar)
     try:
         while done < num_steps:
-            length = min(chunk, num_steps - done)
-            keys = jax.random.split(jax.random.fold_in(key, done), length)
-            state, chunk_values = run_chunk(state, keys)
+            length = min(CHUNK, chunk - done % chunk, num_steps - done)  # up to the next check
+            state, chunk_values = run_chunk(state, key, done, length)
             done += length
-            values = np.asarray(chunk_values)
+            values = np.asarray(chunk_values)[:length]
             losses.append(values)
             bad = np.argwhere(~np.isfinite(values))
             if bad.size:
@@ -73,7 +97,8 @@ def run_in_chunks(
             if bar is not None:
                 bar.update(length)
                 bar.set_postfix(loss=f"{last:.4g}")
-            if on_chunk is not None and on_chunk(state, done):
+            checked = done % chunk == 0 or done == num_steps
+            if on_chunk is not None and checked and on_chunk(state, done):
                 break
     finally:
         if bar is not None:

@@ -32,7 +32,7 @@ from bnn.inference._loop import (
     make_optimizer,
     resolve_mesh,
 )
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_scan_chunk, objective_fn, train, training_rows
+from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_chunk, objective_fn, train, training_rows
 from bnn.lifting import LiftedModel, flatten_params
 from bnn.likelihoods import Gaussian
 
@@ -60,14 +60,14 @@ def _prior_precisions(model: LiftedModel, num_features: int) -> dict[str, jax.Ar
 
 def _build_members_program(model: LiftedModel, objective: str, optimizer, n: int, num_features: int,
                            batch_size: int | None, num_members: int, anchored: bool, perturbed: bool):
-    """``(u, opt_state, keys, data, anchors, ys) -> ((u, opt_state), losses (steps, members))``, all members
+    """``(u, opt_state, key, first, count, data, anchors, ys) -> ((u, opt_state), losses (CHUNK, members))``, all members
     at once. ``anchors`` (``{path: (members, ...)}``) and per-member targets ``ys`` ``(members, n, out)`` are
     used by anchored members only (else ``None``)."""
     base = objective_fn(model, objective, num_features, n)
     members = jnp.arange(num_members)
     precision = _prior_precisions(model, num_features) if anchored else {}
 
-    def member_chunk(u, opt_state, keys, data, anchor, ys):
+    def member_chunk(u, opt_state, key, first, count, data, anchor, ys):
         loss = base
         if anchored:
             def loss(v, xb, yb, eb=None):
@@ -77,14 +77,15 @@ def _build_members_program(model: LiftedModel, objective: str, optimizer, n: int
 
         if perturbed:
             data = (data[0], ys, data[2])
-        return build_scan_chunk(loss, optimizer, n, batch_size)(u, opt_state, keys, data)
+        return build_chunk(loss, optimizer, n, batch_size)(u, opt_state, key, first, count, data)
 
     @jax.jit
-    def run(u, opt_state, keys, data, anchors, ys):
-        # every member draws its own minibatches: fold the member index into each step's key
-        member_keys = jax.vmap(lambda m: jax.vmap(lambda k: jax.random.fold_in(k, m))(keys))(members)
-        state, losses = jax.vmap(member_chunk, in_axes=(0, 0, 0, None, 0 if anchored else None, 0 if perturbed else None))(
-            u, opt_state, member_keys, data, anchors, ys)
+    def run(u, opt_state, key, first, count, data, anchors, ys):
+        # every member draws its own minibatches: its index folded into the run's key
+        member_keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(members)
+        state, losses = jax.vmap(member_chunk, in_axes=(0, 0, 0, None, None, None, 0 if anchored else None,
+                                                        0 if perturbed else None))(
+            u, opt_state, member_keys, first, count, data, anchors, ys)
         return state, losses.T
 
     return run
@@ -175,7 +176,7 @@ def fit_ensemble(
         batch_size=rows.batch_size, num_members=num_members, anchored=anchored, perturbed=member_ys is not None,
     )
     (u, _), trained = train(
-        model, rows, lambda state, keys, data: program(*state, keys, data, anchors, member_ys),
+        model, rows, lambda state, key, first, count, data: program(*state, key, first, count, data, anchors, member_ys),
         (u0, for_run(jax.vmap(optimizer.init)(u0), num_steps)), rows.on(mesh), num_steps, eval_every,
         f"ensemble ({objective.upper()})", progress_bar, patience, members=True)
     draws = {k: transforms[k](v) for k, v in u.items()}

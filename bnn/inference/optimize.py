@@ -18,8 +18,8 @@ full objective. Latent sites with a constrained support (a learned noise scale) 
 optimised in unconstrained space, without a Jacobian term, so the optimum is the mode
 in the original parametrisation.
 
-Steps run in a jitted ``lax.scan``; Python only loops over chunks of steps (for the
-progress bar and validation checks).
+Steps run in compiled chunks (:func:`bnn.inference._loop.run_steps`); Python only loops over
+chunks of steps (for the progress bar and validation checks).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from bnn.inference._loop import (
     make_optimizer,
     resolve_mesh,
     run_in_chunks,
+    run_steps,
     shard_rows,
     warn_unsettled,
 )
@@ -72,32 +73,33 @@ def objective_fn(model: LiftedModel, method: str, num_features: int, n: int):
 
 
 def _point_program(model: LiftedModel, method: str, optimizer, batch_size: int | None, n: int, num_features: int):
-    """The compiled chunk of a MAP / MLE fit (see :func:`build_scan_chunk`)."""
-    return build_scan_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size)
+    """The compiled chunk of a MAP / MLE fit (see :func:`build_chunk`)."""
+    return jax.jit(build_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size))
 
 
-def build_scan_chunk(loss, optimizer, n: int, batch_size: int | None):
-    """A jitted ``(u, opt_state, keys, data) -> ((u, opt_state), losses)``: one scan step per key.
+def build_chunk(loss, optimizer, n: int, batch_size: int | None):
+    """``(u, opt_state, key, first, count, data) -> ((u, opt_state), losses (CHUNK,))``: ``count`` steps
+    of ``optimizer`` on ``loss`` (see :func:`bnn.inference._loop.run_steps`; not jitted, so that an
+    ensemble can vmap it).
 
-    ``data`` is ``(xs, ys, es)`` with ``es`` the known noise scales or ``None``.
+    ``data`` is ``(xs, ys, es)`` with ``es`` the known noise scales or ``None``; with ``batch_size``
+    a step's rows are drawn with its key.
     """
 
-    def step(carry, step_key):
-        u, opt_state, data = carry
-        idx = draw_batch(step_key, n, batch_size)
-        batch = data if idx is None else jax.tree.map(lambda a: a[idx], data)
-        value, grads = jax.value_and_grad(loss)(u, *batch)
-        updates, opt_state = optimizer.update(
-            grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, *batch)
-        )
-        return (optax.apply_updates(u, updates), opt_state, data), value
+    def chunk(u, opt_state, key, first, count, data):
+        def step(state, step_key):
+            u, opt_state = state
+            idx = draw_batch(step_key, n, batch_size)
+            batch = data if idx is None else jax.tree.map(lambda a: a[idx], data)
+            value, grads = jax.value_and_grad(loss)(u, *batch)
+            updates, opt_state = optimizer.update(
+                grads, opt_state, u, value=value, grad=grads, value_fn=lambda p: loss(p, *batch)
+            )
+            return (optax.apply_updates(u, updates), opt_state), value
 
-    @jax.jit
-    def scan_chunk(u, opt_state, keys, data):
-        (u, opt_state, _), values = jax.lax.scan(step, (u, opt_state, data), keys)
-        return (u, opt_state), values
+        return run_steps(step, (u, opt_state), key, first, count)
 
-    return scan_chunk
+    return chunk
 
 
 def split_validation(validation, x, y, y_err, key, model: LiftedModel):
@@ -193,9 +195,9 @@ def fit_point(
     rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
     init = model.initial_values(rows.x, rows.y, rows.key, init_params)
     u0 = {k: rows.transforms[k].inv(v) for k, v in init.items()}
-    scan_chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
+    chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
                                n=rows.n, num_features=rows.num_features)
-    (u, _), info = train(model, rows, lambda state, keys, data: scan_chunk(*state, keys, data),
+    (u, _), info = train(model, rows, lambda state, key, first, count, data: chunk(*state, key, first, count, data),
                          (u0, for_run(optimizer.init(u0), num_steps)),
                          rows.on(mesh), num_steps, eval_every, method.upper(), progress_bar, patience)
     draws = {k: jnp.asarray(rows.transforms[k](v))[None] for k, v in u.items()}
@@ -237,8 +239,8 @@ def train(model: LiftedModel, rows: TrainingRows, step, state0, data, num_steps:
           progress_bar: bool, patience: int = 10, members: bool = False, key=None) -> tuple[Any, dict]:
     """The optimisation loop of MAP / MLE, the ensemble and SVI.
 
-    ``step(state, keys, data) -> (state, losses)`` is a compiled chunk of steps (one per key),
-    run by :func:`bnn.inference._loop.run_in_chunks`; ``data`` the training rows as
+    ``step(state, key, first, count, data) -> (state, losses)`` is a compiled chunk of steps
+    (:func:`bnn.inference._loop.run_steps`), run by :func:`bnn.inference._loop.run_in_chunks`; ``data`` the training rows as
     :meth:`TrainingRows.on` places them. With validation rows, early stopping
     (:class:`BestOnValidation`, ``members`` as there) reads the parameters as ``state[0]``.
     ``key`` (default: the rows' key folded with :data:`bnn._keys.STEPS`) gives each step its key.
@@ -254,7 +256,7 @@ def train(model: LiftedModel, rows: TrainingRows, step, state0, data, num_steps:
                                                              members)
     eval_every = chunk_length(eval_every, num_steps, rows.val is not None or progress_bar)
     key = jax.random.fold_in(rows.key, _keys.STEPS) if key is None else key
-    state, losses, done = run_in_chunks(lambda state, keys: step(state, keys, data), state0, num_steps, key,
+    state, losses, done = run_in_chunks(lambda state, *steps: step(state, *steps, data), state0, num_steps, key,
                                         eval_every, desc, progress_bar, None if stopper is None else stopper.update)
     settled, change = _judge(losses)
     info = {"loss": losses, "num_steps": done, "num_train": rows.n, "settled": settled, "loss_change": change}

@@ -34,6 +34,7 @@ from bnn.inference._loop import (
     for_run,
     make_optimizer,
     resolve_mesh,
+    run_steps,
 )
 from bnn.inference.optimize import map_start, train, training_rows
 from bnn.lifting import PLATE, LiftedModel, run_once
@@ -201,12 +202,12 @@ def fit_svi(
         init = to_guide_sites(model, init, rows.num_features)
     data = rows.on(mesh)
     key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, _keys.SVI), 3)
-    init_state, scan_chunk, finish = model.program(
+    init_state, chunk, finish = model.program(
         _svi_programs, guide=guide, optimizer=optimizer, n=rows.n, num_features=rows.num_features,
         batch_size=batch_size, num_particles=num_particles, init_scale=init_scale, rank=rank)
     state0 = for_run(init_state(init, key_init, *data), num_steps)  # the default optimiser's run length
-    state, info = train(model, rows, lambda state, keys, data: scan_chunk(state, keys, init, *data), state0, data,
-                        num_steps, eval_every, f"SVI ({guide})", progress_bar, key=key_steps)
+    state, info = train(model, rows, lambda state, key, first, count, data: chunk(state, key, first, count, init, *data),
+                        state0, data, num_steps, eval_every, f"SVI ({guide})", progress_bar, key=key_steps)
     params, posterior = finish(key_post, state, num_samples, init, *data)
     posterior = from_guide_sites(model, dict(posterior), rows.num_features) if scale_of else posterior
     draws = {k: jnp.asarray(posterior[k]) for k in model.latent_sites(rows.num_features)}
@@ -222,7 +223,8 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
     """The jitted programs of an SVI fit, compiled once per model and settings.
 
     ``init_state(values, key, xs, ys, es)``: the SVI state of a guide started at ``values``;
-    ``scan_chunk(state, keys, values, xs, ys, es)``: one SVI step per key;
+    ``chunk(state, key, first, count, values, xs, ys, es)``: ``count`` SVI steps (see
+    :func:`bnn.inference._loop.run_steps`);
     ``finish(key, state, num, values, xs, ys, es)``: the guide's parameters and ``num``
     posterior draws. ``values`` (the start) only sets up each program's guide: the steps and
     draws read the guide's parameters from ``state``.
@@ -252,14 +254,13 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
         return make_svi(values, key, xs, ys, es)[2]
 
     @jax.jit
-    def scan_chunk(state, keys, values, xs, ys, es):
-        _, svi, _ = make_svi(values, keys[0], xs, ys, es)
+    def chunk(state, key, first, count, values, xs, ys, es):
+        _, svi, _ = make_svi(values, key, xs, ys, es)
 
         def step(state, step_key):
-            state, loss = svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
-            return state, loss
+            return svi.update(state, xs, ys, draw_batch(step_key, n, batch_size), es)
 
-        return jax.lax.scan(step, state, keys)
+        return run_steps(step, state, key, first, count)
 
     def finish(key, state, num, values, xs, ys, es):
         guide_obj, svi, _ = make_svi(values, key, xs, ys, es)
@@ -271,4 +272,4 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
 
     # the draws run once per fit: compiled at the run-once level (its values unchanged; the start is
     # not, as its log transforms round differently there)
-    return jax.jit(init_state), scan_chunk, run_once(finish, static_argnums=2)
+    return jax.jit(init_state), chunk, run_once(finish, static_argnums=2)
