@@ -48,6 +48,15 @@ _RESERVED = (OBS_SITE, PLATE)
 RUN_ONCE = {"xla_backend_optimization_level": 1}
 
 
+def _hashable(content):
+    """``content`` if it can be hashed (a cache key), else ``None``."""
+    try:
+        hash(content)
+    except TypeError:
+        return None
+    return content
+
+
 def run_once(fn, **jit_options):
     """``jax.jit(fn, **jit_options)`` compiled with :data:`RUN_ONCE` when called at the top level.
 
@@ -144,6 +153,9 @@ class LiftedModel:
         self._matmul_precision = _checks.one_of(matmul_precision, "matmul_precision", MATMUL_PRECISIONS)
         self._specs: dict[int, ParamSpec] = {}
         self._programs = _programs.for_model(self._content())
+        # the initialisers depend on the module alone: models that differ only in prior,
+        # likelihood or precision (a comparison of priors) share them
+        self._init_programs = _programs.for_model(_hashable(("module", module)))
 
     @property
     def module(self) -> nn.Module | NNXModule:
@@ -167,12 +179,7 @@ class LiftedModel:
         """The model's parts as one hashable value (models with equal parts share their compiled
         programs, :func:`bnn._programs.for_model`), or ``None`` when a part cannot be compared by value."""
         prior = tuple(self.prior.items()) if isinstance(self.prior, Mapping) else self.prior
-        content = (type(self), self.module, prior, self.likelihood, self.matmul_precision)
-        try:
-            hash(content)
-        except TypeError:
-            return None
-        return content
+        return _hashable((type(self), self.module, prior, self.likelihood, self.matmul_precision))
 
     def __repr__(self) -> str:
         precision = "" if self.matmul_precision == "highest" else f", matmul_precision={self.matmul_precision!r}"
@@ -254,7 +261,7 @@ class LiftedModel:
         programs, about 1 s of a first fit). (Vectorised over keys it compiles for longer than
         it saves over a loop of calls.)
         """
-        return self.program(_module_init_program, width=width)
+        return self._init_programs.get(_module_init_program, self, width=width)
 
     # --- the NumPyro model ---------------------------------------------------------
 

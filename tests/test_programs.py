@@ -77,7 +77,8 @@ def test_fits_reuse_programs_exactly_when_their_settings_match(sine_data):
 
 def test_models_with_equal_parts_share_one_store_and_others_do_not():
     """A model built again from equal parts (a notebook cell run twice) reuses the compiled
-    programs; another module, prior, likelihood or precision gets its own; a flax.nnx module,
+    programs; another module, prior, likelihood or precision gets its own (the module's
+    initialisers are shared by every model of that module); a flax.nnx module,
     which has no value equality, keeps a store of its own model."""
     from flax import nnx
 
@@ -96,6 +97,8 @@ def test_models_with_equal_parts_share_one_store_and_others_do_not():
               make(likelihood=bnn.Gaussian()), make(matmul_precision="default")]
     stores = {id(m._programs) for m in others}
     assert len(stores) == len(others) and id(first._programs) not in stores
+    # the initialisers depend on the module alone: shared unless the module differs
+    assert [m._init_programs is first._init_programs for m in others] == [False, True, True, True, True]
     nnx_model = bnn.BNN(nnx.Linear(1, 1, rngs=nnx.Rngs(0)))
     assert bnn.BNN(nnx_model.module.module)._programs is not nnx_model._programs
     _programs.clear()
