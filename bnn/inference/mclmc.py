@@ -198,8 +198,10 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
             # the step-size estimate: decayed sums of weights and of weighted xi / eps^6, and the
             # largest step size not yet seen to fail
             "weights": zero, "weighted": zero, "step_size_max": jnp.asarray(jnp.inf, u0.dtype),
-            # the step-size-weighted mean of (x, x^2) and the sum of its weights
-            "moment_weight": zero, "moments": jnp.zeros((2, dim), u0.dtype),
+            # the step-size-weighted mean of (x - x0, (x - x0)^2) and the sum of its weights, x0 the
+            # start: moments about a point near the mean, as E[x^2] - E[x]^2 about 0 cancels to
+            # nothing (or below 0) in float32 for a coordinate whose spread is far below its size
+            "moment_weight": zero, "moments": jnp.zeros((2, dim), u0.dtype), "shift": u0,
             "trace": jnp.zeros((max(schedule.trace, 1), dim), u0.dtype),
         }
 
@@ -217,7 +219,7 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
 
     def averaged(s, success):
         """The moments after one step of the ``moments`` phase, weighted by the (new) step size."""
-        x = s["chain"].position
+        x = s["chain"].position - s["shift"]
         weight = success * s["step_size"]
         total = s["moment_weight"] + weight
         mean = jnp.where(total > 0, (s["moment_weight"] * s["moments"] + weight * jnp.stack([x, x * x]))
@@ -228,6 +230,12 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
         """After the ``moments`` phase: L (and the diagonal preconditioner) from the variances."""
         dim = s["inverse_mass"].shape[0]
         variances = s["moments"][1] - jnp.square(s["moments"][0])
+        # a coordinate seen at one value only (every step of the phase failed, or rounding) has no
+        # variance to precondition by: it gets the largest seen, not a zero inverse mass (a chain
+        # that can never move again)
+        seen = jnp.isfinite(variances) & (variances > 0)
+        widest = jnp.max(jnp.where(seen, variances, 0.0))
+        variances = jnp.where(seen, variances, jnp.where(widest > 0, widest, 1.0))
         if not diagonal_preconditioning:
             return {**s, "L": jnp.sqrt(jnp.sum(variances))}
         # the step size is estimated afresh under the new preconditioner (its estimate restarts)
