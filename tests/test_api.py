@@ -20,15 +20,6 @@ def test_contract_names():
         assert callable(getattr(bnn.plot, name)), name
 
 
-def test_import_is_free_of_side_effects():
-    import subprocess
-    import sys
-
-    code = "import jax; import bnn; print(jax.config.jax_compilation_cache_dir, jax.config.jax_enable_x64)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["None", "False"]
-
-
 def test_importing_arviz_first_does_not_break_numpyro():
     """arviz_base loads numpyro lazily; bnn must still sample models with constrained sites."""
     import subprocess

@@ -3,8 +3,8 @@
 Each of ``num_members`` members starts from the module's own initialisers with its own key
 (member ``m`` starts where ``fit(method="map", seed=keys[m])`` would) and is optimised on
 the same objective as :func:`bnn.inference.optimize.fit_point`; a learned noise scale is
-learned per member. All members run in one compiled program: the training step is
-``jax.vmap``-ed over members inside the jitted ``lax.scan``, so ten members cost far less
+learned per member. All members run in one compiled program: each member's chunk of steps
+is ``jax.vmap``-ed over members (:func:`bnn.inference._loop.run_steps`), so ten members cost far less
 than ten fits on the small networks where latency dominates.
 
 The result is a :class:`bnn.Fit` with one draw per member: its predictive is the uniform
