@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
-from numpyro.infer import SVI, Trace_ELBO, autoguide
+from numpyro.infer import SVI, autoguide
+from numpyro.infer.elbo import ELBO
 from numpyro.infer.initialization import init_to_value
 from numpyro.infer.reparam import LocScaleReparam
+from numpyro.infer.util import log_density
 from numpyro.optim import optax_to_numpyro
 
 from bnn import _checks, _keys
@@ -42,6 +44,33 @@ from bnn.lifting import PLATE, LiftedModel, run_once
 GUIDES = ("normal", "lowrank", "fullrank", "delta")
 INITS = ("map", "module")
 DEFAULT_LEARNING_RATE = 1e-2
+
+
+class TraceOrderELBO(ELBO):
+    """The estimator of NumPyro's ``Trace_ELBO`` (``log p(y, z) − log q(z)`` at ``z ~ q``, the same
+    keys for guide and model), summed in the order of the traces.
+
+    ``Trace_ELBO`` (numpyro 0.22) sums its per-site terms over a Python ``set`` of site names,
+    whose order follows the process's string hashing: the compiled step then differs from one
+    process to the next, so JAX's persistent compilation cache never finds it (the CLI's cache
+    compiled SVI's step again in every process, 2 s on the sine toy) and the loss trace's
+    rounding changes between runs of one script. This sums the model's and the guide's log
+    densities each in trace order, which Python fixes. For the reparametrised guides of
+    :func:`make_guide` the value equals ``Trace_ELBO``'s (tests/test_svi.py).
+    """
+
+    def loss_with_mutable_state(self, rng_key, param_map, model, guide, *args, **kwargs):
+        def elbo(key):
+            model_key, guide_key = jax.random.split(key)  # as Trace_ELBO splits
+            log_q, guide_trace = log_density(handlers.seed(guide, guide_key), args, kwargs, param_map)
+            replayed = handlers.replay(handlers.seed(model, model_key), guide_trace)
+            log_p, _ = log_density(replayed, args, kwargs, param_map)
+            return log_p - log_q
+
+        if self.num_particles == 1:
+            return {"loss": -elbo(rng_key), "mutable_state": None}
+        return {"loss": -jnp.mean(jax.vmap(elbo)(jax.random.split(rng_key, self.num_particles))),
+                "mutable_state": None}
 
 
 def make_guide(kind: str, model_fn, init_values: dict, init_scale: float, rank: int | None):
@@ -247,7 +276,7 @@ def _svi_programs(model: LiftedModel, guide: str, optimizer, n: int, num_feature
         does not use of it is compiled away.
         """
         guide_obj = make_guide(guide, batched_model, values, init_scale, rank)
-        svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), Trace_ELBO(num_particles=num_particles))
+        svi = SVI(batched_model, guide_obj, optax_to_numpyro(optimizer), TraceOrderELBO(num_particles=num_particles))
         return guide_obj, svi, svi.init(key, xs, ys, draw_batch(key, n, batch_size), es)
 
     def init_state(values, key, xs, ys, es):
