@@ -31,6 +31,10 @@ def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
     again = model.fit(x2, y2, seed=3, **options)
     second = time.perf_counter() - start
     assert len(_svi_programs(model)) == 1
+    # every setting of the SVI programs is in their key by construction (tests/test_programs.py);
+    # here, that the fit passes them: another guide compiles anew
+    model.fit(x, y, seed=0, **{**options, "num_steps": 20, "guide": "lowrank"})
+    assert len(_svi_programs(model)) == 2
     # a cached program is only a faster route to the same numbers: a fresh model compiles its own
     bnn._programs.clear()
     fresh = _model().fit(x2, y2, seed=3, **options)
@@ -39,18 +43,6 @@ def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
     np.testing.assert_array_equal(again.info["loss"], fresh.info["loss"])
     # compilation dominates the first fit (seconds); the second only traces the guide's start
     assert second < 0.5 * first, (first, second)
-
-
-def test_other_settings_compile_their_own_programs():
-    """Every setting of the SVI programs is in their key by construction (tests/test_programs.py);
-    here, that the fit passes them: another guide compiles anew, a seed does not."""
-    x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
-    bnn._programs.clear()
-    model = _model()
-    model.fit(x, y, method="svi", num_steps=20, num_samples=5)
-    model.fit(x, y, method="svi", num_steps=20, num_samples=5, seed=4)
-    model.fit(x, y, method="svi", num_steps=20, num_samples=5, guide="lowrank")
-    assert len(_svi_programs(model)) == 2
 
 
 def _svi_step_benchmark():
