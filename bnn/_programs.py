@@ -13,7 +13,8 @@ on the object would recompile each ``fit(optimizer=optax.adam(1e-3))``.
 Models are compared by value too: every model built from equal parts (module, prior,
 likelihood, precision; :func:`for_model`) shares one store, so building the same model again
 (a notebook cell run twice, a script fitting a fresh model per split) compiles nothing new.
-The :data:`MAX_MODELS` most recently built distinct models keep their stores.
+The :data:`MAX_MODELS` most recently built distinct models keep their stores (a module's
+initialisers, shared by every model of that module, have a store of their own among them).
 """
 
 from __future__ import annotations
