@@ -23,6 +23,23 @@ import numpy as np
 CHUNK = 1000
 
 
+def recorded_loop(step: Callable[[jax.Array, Any], tuple[Any, Any]], state: Any, count: jax.Array, like: Any,
+                  length: int) -> tuple[Any, Any]:
+    """Inside a compiled program: ``count`` (at most ``length``, traced) iterations
+    ``state, record = step(i, state)``, each record written into row ``i`` of zeroed buffers
+    ``(length, ...)`` shaped as ``like`` (a record of the same structure; rows from ``count`` on
+    stay 0). The compiled program does not depend on ``count``. Returns the final state and the buffers.
+    """
+
+    def body(i, carry):
+        state, out = carry
+        state, record = step(i, state)
+        return state, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, record)
+
+    buffers = jax.tree.map(lambda v: jnp.zeros((length,) + jnp.shape(v), jnp.result_type(v)), like)
+    return jax.lax.fori_loop(0, count, body, (state, buffers))
+
+
 def run_steps(step: Callable[[Any, jax.Array], tuple[Any, jax.Array]], state: Any, key: jax.Array,
               first: jax.Array, count: jax.Array) -> tuple[Any, jax.Array]:
     """Inside a compiled program: ``count`` (at most :data:`CHUNK`) steps of ``step(state, key) ->
@@ -31,13 +48,8 @@ def run_steps(step: Callable[[Any, jax.Array], tuple[Any, jax.Array]], state: An
     ``first`` and ``count`` are traced integers, so the program does not depend on them.
     Returns the final state and the steps' scalar values ``(CHUNK,)`` (rows from ``count`` on are 0).
     """
-
-    def body(j, carry):
-        state, values = carry
-        state, value = step(state, jax.random.fold_in(key, first + j))
-        return state, values.at[j].set(value)
-
-    return jax.lax.fori_loop(0, count, body, (state, jnp.zeros(CHUNK, jnp.result_type(float))))
+    return recorded_loop(lambda j, state: step(state, jax.random.fold_in(key, first + j)), state, count,
+                         jnp.zeros((), jnp.result_type(float)), CHUNK)
 
 
 def draw_batch(key: jax.Array, n: int, batch_size: int | None) -> jax.Array | None:

@@ -8,7 +8,8 @@ function ``build(model, unravel, **settings) -> Kernel`` whose two functions act
 * ``advance(state, data, first, count) -> (state, out)``: ``count`` (at most :data:`CHUNK`)
   iterations, the first of them iteration ``first`` of the run; ``out`` holds, per iteration,
   the flat position ``"z"`` ``(CHUNK, dim)`` and the kernel's statistics ``(CHUNK,)`` (rows
-  past ``count`` are zeros), one of them ``"diverging"``.
+  past ``count`` are zeros; :func:`bnn.inference._loop.recorded_loop` writes them), one of them
+  ``"diverging"``.
 
 Warm-up is iterations too (the caller keeps the later ones), so one compiled ``advance`` serves
 both, as NumPyro's NUTS adapts inside its sample kernel. ``first`` is the same for every chain:
@@ -178,11 +179,6 @@ def _run(init_fn, advance_fn, z0, key, data, total: int, bar) -> tuple[np.ndarra
         if bar is not None:
             bar.update(count)
     return np.concatenate(zs, axis=-2), {k: np.concatenate([s[k] for s in stats], axis=-1) for k in stats[0]}
-
-
-def chunk_buffers(record: dict) -> dict:
-    """Zeroed ``(CHUNK, ...)`` buffers for the per-iteration ``record`` of an ``advance`` (see the module docs)."""
-    return jax.tree.map(lambda v: jnp.zeros((CHUNK,) + jnp.shape(v), jnp.result_type(v)), record)
 
 
 #: how chains (NUTS, MCLMC) can start

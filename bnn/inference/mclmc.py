@@ -31,7 +31,8 @@ from blackjax.diagnostics import effective_sample_size
 
 from bnn import _checks, _keys
 from bnn.fit import Fit
-from bnn.inference.chains import Health, Kernel, chunk_buffers, flat_potential, prepare_chains, resolve_chain_method, run_chains
+from bnn.inference._loop import recorded_loop
+from bnn.inference.chains import CHUNK, Health, Kernel, flat_potential, prepare_chains, resolve_chain_method, run_chains
 from bnn.lifting import LiftedModel
 
 HEALTH = Health("MCLMC steps produced a non-finite state and were reverted",
@@ -276,8 +277,7 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
             return {"z": s["chain"].position, "energy_change": energy, "diverging": bad,
                     "step_size": s["step_size"], "L": s["L"]}
 
-        def body(i, carry):
-            s, out = carry
+        def body(i, s):
             iteration = first + i
             warmup = iteration < schedule.total
             # the step number of this iteration's first step: warm-up iterations are one step each
@@ -291,9 +291,9 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
 
             s, energy, bad = jax.lax.fori_loop(0, jnp.where(warmup, 1, thinning), one,
                                                (s, jnp.zeros((), s["L"].dtype), jnp.zeros((), bool)))
-            return s, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, record(s, energy, bad))
+            return s, record(s, energy, bad)
 
-        empty = chunk_buffers(record(state, jnp.zeros((), state["L"].dtype), jnp.zeros((), bool)))
-        return jax.lax.fori_loop(0, count, body, (state, empty))
+        like = record(state, jnp.zeros((), state["L"].dtype), jnp.zeros((), bool))
+        return recorded_loop(body, state, count, like, CHUNK)
 
     return Kernel(init, advance)

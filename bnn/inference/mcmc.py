@@ -29,7 +29,8 @@ from numpyro.infer.hmc import hmc
 
 from bnn import _checks, _keys
 from bnn.fit import Fit
-from bnn.inference.chains import Health, Kernel, chunk_buffers, flat_potential, prepare_chains, resolve_chain_method, run_chains
+from bnn.inference._loop import recorded_loop
+from bnn.inference.chains import CHUNK, Health, Kernel, flat_potential, prepare_chains, resolve_chain_method, run_chains
 from bnn.lifting import LiftedModel
 
 #: per-draw statistics kept in ``info["sample_stats"]``
@@ -137,11 +138,10 @@ def _nuts_kernel(model: LiftedModel, unravel, num_warmup: int, target_accept_pro
                 "energy": s.energy, "potential_energy": s.potential_energy, "step_size": s.adapt_state.step_size}
 
     def advance(state, data, first, count):
-        def body(i, carry):
-            s, out = carry
+        def iteration(i, s):
             s = sample_kernel(s, model_args=data)
-            return s, jax.tree.map(lambda buffer, value: buffer.at[i].set(value), out, record(s))
+            return s, record(s)
 
-        return jax.lax.fori_loop(0, count, body, (state, chunk_buffers(record(state))))
+        return recorded_loop(iteration, state, count, record(state), CHUNK)
 
     return Kernel(init, advance)
