@@ -265,5 +265,5 @@ def test_tune_prior_bad_input(oracle):
     shifted = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0, loc=0.5), likelihood=bnn.Gaussian(scale=NOISE))
     with pytest.raises(ValueError, match="zero-mean Normal or FanInNormal"):
         shifted.fit(x, y, method="laplace", tune_prior=True, num_steps=10)
-    with pytest.raises(TypeError, match="`tune_prior` must be True or False"):
+    with pytest.raises(TypeError, match="`tune_prior` must be True, False or 'layerwise'"):
         model.fit(x, y, method="laplace", tune_prior="yes", num_steps=10)

@@ -120,11 +120,14 @@ def prior_stds(spec, selected: tuple[str, ...]) -> jax.Array:
     return flat
 
 
-def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
+def _evidence_program(model: LiftedModel, unravel, learned_noise: bool, groups: tuple[int, ...] | None = None):
     """Jitted ``(θ*, point, xs, ys, es, prior_std, h0) -> (h, log evidence)``: the GGN Laplace evidence
     maximised over ``h = (log c, log σ)`` at fixed θ*, where the prior scales are ``c · prior_std``
     and ``σ`` is the noise scale (it only moves for a learned noise; ``point`` holds the σ₀ at
     which the GGN G₀ is evaluated, and G(σ) = G₀ σ₀²/σ²).
+
+    ``groups`` (layerwise tuning): the sizes of consecutive blocks of θ (one per parameter array,
+    in ravel order), each with a factor of its own, ``h = (log c₁, …, log c_G, log σ)``; see below.
 
     With S = diag(prior_std), det(G/σ² + S⁻²/c²) = det(S⁻²/c²) · det(I + (c σ₀/σ)² S G₀ S), and the
     first factor cancels the normalising constants of the prior, so
@@ -133,26 +136,47 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
 
     with λₖ the eigenvalues of S G₀ S (:func:`whitened_spectrum`), computed once: no factorisation
     inside the optimisation, and no failure where the posterior precision is nearly singular.
+
+    With a factor per block, C = diag(c_g(i)) and S G₀ S = V Λ Vᵀ (k = rank columns), Sylvester's
+    identity gives det(I + (σ₀/σ)² C S G₀ S C) = det(I_k + (σ₀/σ)² Λ^½ (Σ_g c_g² V_gᵀ V_g) Λ^½), a
+    k × k determinant whose Gram matrices V_gᵀ V_g are formed once. It is factorised by Cholesky
+    at each evaluation; its diagonal dominates (Σ_g V_gᵀ V_g = I), so the factorisation is
+    accurate in each eigenvalue's own scale (a graded matrix), and for equal factors it is the
+    diagonal I + (cσ₀/σ)² Λ of the single-factor formula.
     """
     optimizer = optax.lbfgs()
+    bounds = None if groups is None else np.cumsum((0, *groups))
 
     def run(theta_star, point, xs, ys, es, prior_std, h0):
         params = point if es is None else {**point, Y_ERR: es}
         f_star = model.apply({**point, **unravel(theta_star)}, xs)
-        eigenvalues, _, _ = whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+        eigenvalues, vectors, _ = whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
         sigma0 = point[NOISE_SITE] if learned_noise else 1.0
-        ridge = jnp.sum(jnp.square(theta_star / prior_std))
+        if groups is None:
+            ridge = jnp.sum(jnp.square(theta_star / prior_std))
+        else:  # per block: its whitened ridge (G,) and the Gram matrix of its rows of V (G, k, k)
+            blocks = list(zip(bounds[:-1], bounds[1:]))
+            whitened = jnp.square(theta_star / prior_std)
+            ridge = jnp.stack([jnp.sum(whitened[a:b]) for a, b in blocks])
+            grams = jnp.stack([vectors[a:b].T @ vectors[a:b] for a, b in blocks])
+            root = jnp.sqrt(eigenvalues)
 
         def neg_evidence(h):
             h = jnp.clip(h, -20.0, 20.0)  # keep the line search's trial points finite
-            c = jnp.exp(h[0])
+            num_c = 1 if groups is None else len(groups)
+            c = jnp.exp(h[0]) if groups is None else jnp.exp(h[:num_c])
+            sigma, lik_params = 1.0, params  # a fixed noise: G is at its own scale (σ₀ = σ = 1 here)
             if learned_noise:
-                sigma = jnp.exp(h[1])
-                lik_params, gain = {**params, NOISE_SITE: sigma}, jnp.square(c * sigma0 / sigma)
-            else:
-                lik_params, gain = params, jnp.square(c)
+                sigma = jnp.exp(h[num_c])
+                lik_params = {**params, NOISE_SITE: sigma}
             log_lik = jnp.sum(model.likelihood.log_prob(f_star, ys, lik_params))
-            return -(log_lik - 0.5 * ridge / jnp.square(c) - 0.5 * jnp.sum(jnp.log1p(gain * eigenvalues)))
+            if groups is None:
+                log_det = jnp.sum(jnp.log1p(jnp.square(c * sigma0 / sigma) * eigenvalues))
+            else:
+                inner = jnp.einsum("g,gkl->kl", jnp.square(c), grams) * (jnp.square(sigma0 / sigma) * root[:, None] * root[None, :])
+                chol = jnp.linalg.cholesky(jnp.eye(root.shape[0], dtype=root.dtype) + inner)
+                log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+            return -(log_lik - jnp.sum(0.5 * ridge / jnp.square(c)) - 0.5 * log_det)
 
         value_and_grad = optax.value_and_grad_from_state(neg_evidence)
 
@@ -168,10 +192,20 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool):
     return jax.jit(run)
 
 
-def _rescaled(model: LiftedModel, factor: float, likelihood) -> LiftedModel:
-    """A model of the same class and network with every prior scale times ``factor`` and ``likelihood``."""
-    return type(model)(model.module, prior=scaled_prior(model.prior, factor), likelihood=likelihood,
-                       matmul_precision=model.matmul_precision)
+def _rescaled(model: LiftedModel, factor: float | dict[str, float], likelihood, spec=None) -> LiftedModel:
+    """A model of the same class and network with ``likelihood`` and every prior scale times ``factor``,
+    or, for a dict ``{path: factor}`` (layerwise; ``spec`` gives each path's prior), a prior dict with
+    one scaled prior per parameter path."""
+    if isinstance(factor, dict):
+        prior = {glob_escape(p): scaled_prior(spec.priors[p], c) for p, c in factor.items()}
+    else:
+        prior = scaled_prior(model.prior, factor)
+    return type(model)(model.module, prior=prior, likelihood=likelihood, matmul_precision=model.matmul_precision)
+
+
+def glob_escape(path: str) -> str:
+    """``path`` as a prior-dict key that matches only itself (``*``, ``?`` and ``[`` bracketed)."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
 
 
 def _refit_program(model: LiftedModel, unravel, optimizer, num_steps: int, learned_noise: bool):
@@ -213,7 +247,9 @@ class Tuned(NamedTuple):
       map_fit: the last MAP fit (of ``laplace_model``; its noise site, if any, holds σ).
       info: ``prior_scale_factor``, ``prior_scale`` (a single prior), ``noise_scale`` (learned
         noise), ``log_evidence`` (at the tuned values), ``tune_iterations``, ``tune_history``
-        (``(rounds, 3)``: factor, σ or NaN, evidence) and ``tune_time`` (seconds).
+        (``(rounds, 3)``: factor, σ or NaN, evidence) and ``tune_time`` (seconds). Layerwise:
+        ``prior_scale_factor`` and ``prior_scale`` are dicts ``{path: value}`` and each row of
+        ``tune_history`` holds the factors in sorted path order, then σ and the evidence.
     """
 
     model: LiftedModel
@@ -223,7 +259,7 @@ class Tuned(NamedTuple):
 
 
 def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...] | None = None,
-         map_options: dict | None = None) -> Tuned:
+         map_options: dict | None = None, layerwise: bool = False) -> Tuned:
     """Choose the prior scale factor (and a learned noise scale) by the Laplace evidence.
 
     Args:
@@ -234,6 +270,8 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
       map_options: options of the first MAP fit (:func:`bnn.inference.optimize.fit_point`);
         the refits use the same ``optimizer`` if one is given, else the default Adam over
         :data:`REFIT_FRACTION` of the steps at :data:`REFIT_RATE_FRACTION` of the rate.
+      layerwise: one factor per parameter array (``"Dense_0.kernel"``, ``"Dense_0.bias"``, ...)
+        instead of one for all; needs every parameter ``selected``.
     """
     start = time.perf_counter()
     scaled_prior(model.prior, 1.0)  # refuses priors that cannot be scaled, before any fitting
@@ -242,6 +280,12 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     learned_noise = isinstance(likelihood, Gaussian) and likelihood.learned
     spec = model.spec(x.shape[1])
     selected = spec.paths if selected is None else tuple(selected)
+    if layerwise and set(selected) != set(spec.paths):
+        raise ValueError("layerwise prior tuning needs the curvature of every parameter array (subset='all'); "
+                         f"got the subset {list(selected)}.")
+    # the factors' blocks in ravel order (jax orders a dict's keys): one per parameter array, or one for all
+    paths = tuple(sorted(spec.paths)) if layerwise else ("*",)
+    sizes = tuple(int(np.prod(s)) for p in paths for s in [dict(zip(spec.paths, spec.shapes))[p]]) if layerwise else None
     # A learned noise starts at the spread of the targets (with known errors y_err: at the factor 1 on
     # them), fixed for the first MAP fit: learned jointly with the weights it can shrink towards 0 on a
     # small table (the network interpolating the rows), and the evidence at such a MAP keeps the tiny σ.
@@ -264,58 +308,75 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     all_stds = prior_stds(spec, spec.paths)
     theta_all, unravel_all = FlatLayout.ravel({p: point[p] for p in spec.paths})
     evidence_program = model.program(_evidence_program, unravel=FlatLayout.of({p: point[p] for p in selected}),
-                                     learned_noise=learned_noise)
+                                     learned_noise=learned_noise, groups=sizes)
+    expand = (lambda f: f) if sizes is None else (lambda f: jnp.repeat(_checks.floats(f), np.asarray(sizes),
+                                                                        total_repeat_length=sum(sizes)))
     refit = model.program(_refit_program, unravel=unravel_all,
                           optimizer=refit_optimizer, num_steps=refit_steps, learned_noise=learned_noise)
-    factor, history, evidence = 1.0, [], np.nan
+    factor, history, evidence = (1.0 if sizes is None else np.ones(len(paths))), [], np.nan
     best, since = None, 0
     for _ in range(TUNE_ITERATIONS):
         values = {**unravel_all(theta_all), **({NOISE_SITE: _checks.floats(sigma)} if learned_noise else {})}
         theta_star, _ = ravel_pytree({p: values[p] for p in selected})
         # h = (log of the factor on the current prior scales, log σ)
-        h0 = _checks.floats([0.0, 0.0 if sigma is None else np.log(sigma)])
-        h, evidence = evidence_program(theta_star, values, xs, ys, es, factor * base_stds, h0)
+        h0 = _checks.floats([0.0] * len(paths) + [0.0 if sigma is None else np.log(sigma)])
+        h, evidence = evidence_program(theta_star, values, xs, ys, es, expand(factor) * base_stds, h0)
         if not bool(jnp.all(jnp.isfinite(h))):
             warnings.warn(
                 "maximising the Laplace evidence gave a non-finite prior or noise scale; keeping the last finite "
-                f"values (prior scale factor {factor:.4g}).",
+                f"values (prior scale factor {np.round(factor, 4)}).",
                 UserWarning,
                 stacklevel=4,
             )
             break
-        step_c = float(jnp.exp(h[0]))
-        step_s = float(jnp.exp(h[1])) / sigma if sigma is not None else 1.0
-        factor *= step_c
+        step_c = float(jnp.exp(h[0])) if sizes is None else np.exp(np.asarray(h[:-1], np.float64))
+        step_s = float(jnp.exp(h[-1])) / sigma if sigma is not None else 1.0
+        factor = factor * step_c
         if learned_noise:
-            sigma = float(jnp.exp(h[1]))
-        history.append((factor, np.nan if sigma is None else sigma, float(evidence)))
-        inv_var = 1.0 / jnp.square(factor * all_stds)
+            sigma = float(jnp.exp(h[-1]))
+        history.append((*np.atleast_1d(factor), np.nan if sigma is None else sigma, float(evidence)))
+        inv_var = 1.0 / jnp.square(expand(factor) * all_stds)
         theta_all = refit(theta_all, inv_var, _checks.floats(1.0 if sigma is None else sigma), xs, ys, es)
         if best is None or float(evidence) > best[0]:
             best, since = (float(evidence), factor, sigma, theta_all), 0
         else:
             since += 1
-        if abs(np.log(step_c)) < TUNE_TOLERANCE and abs(np.log(step_s)) < TUNE_TOLERANCE:
+        if np.max(np.abs(np.log(step_c))) < TUNE_TOLERANCE and abs(np.log(step_s)) < TUNE_TOLERANCE:
             break
         if since >= TUNE_PATIENCE:  # a network's evidence need not have a reachable fixed point: keep the best
             break
     if best is not None:
         evidence, factor, sigma, theta_all = best
+    if sizes is not None:
+        factor = {p: float(c) for p, c in zip(paths, factor)}
     draws = {p: v[None] for p, v in unravel_all(theta_all).items()}
     if learned_noise:
         draws[NOISE_SITE] = _checks.floats([sigma])
-    laplace_model = _rescaled(model, factor, likelihood)
+    laplace_model = _rescaled(model, factor, likelihood, spec)
     fixed = (Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale) if learned_noise else likelihood)
     map_fit = Fit(model=laplace_model, method="map", draws=draws, num_features=x.shape[1], info=map_fit.info,
                   y_err=map_fit.y_err)
     info = {"prior_scale_factor": factor, "tune_iterations": len(history), "tune_history": np.asarray(history),
             "log_evidence": float(evidence)}
-    if isinstance(model.prior, (Normal, FanInNormal)):
+    if sizes is not None:
+        info["prior_scale"] = {p: c * spec.priors[p].scale for p, c in factor.items()}
+    elif isinstance(model.prior, (Normal, FanInNormal)):
         info["prior_scale"] = factor * model.prior.scale
     if learned_noise:
         info["noise_scale"] = sigma
     info["tune_time"] = time.perf_counter() - start
-    return Tuned(model=_rescaled(model, factor, fixed), laplace_model=laplace_model, map_fit=map_fit, info=info)
+    return Tuned(model=_rescaled(model, factor, fixed, spec), laplace_model=laplace_model, map_fit=map_fit, info=info)
+
+
+#: ``tune_prior=LAYERWISE``: a factor per parameter array (a layer's kernel and bias each have their own)
+LAYERWISE = "layerwise"
+
+
+def check_tune_prior(tune_prior) -> bool | str:
+    """``tune_prior`` checked: ``False``, ``True`` (one factor) or ``"layerwise"``."""
+    if isinstance(tune_prior, bool) or tune_prior == LAYERWISE:
+        return tune_prior
+    raise TypeError(f"`tune_prior` must be True, False or {LAYERWISE!r}; got {tune_prior!r}.")
 
 
 def with_prior_tuning(fitter, name: str):
@@ -324,9 +385,9 @@ def with_prior_tuning(fitter, name: str):
     MAP options of the tuning). The fit's ``info`` gains :class:`Tuned`'s ``info``."""
 
     @functools.wraps(fitter)
-    def fit(model, x, y, seed=0, y_err=None, tune_prior: bool = False, tune_options: dict | None = None, **options):
-        if not isinstance(tune_prior, bool):
-            raise TypeError(f"`tune_prior` must be True or False; got {tune_prior!r}.")
+    def fit(model, x, y, seed=0, y_err=None, tune_prior: bool | str = False, tune_options: dict | None = None,
+            **options):
+        tune_prior = check_tune_prior(tune_prior)
         if tune_options is not None and not isinstance(tune_options, dict):
             raise TypeError(f"`tune_options` must be a dict of MAP options (e.g. {{'num_steps': 1000}}); got {tune_options!r}.")
         if not tune_prior:
@@ -337,7 +398,7 @@ def with_prior_tuning(fitter, name: str):
             raise ValueError("tune_prior=True chooses the prior's scale; method='mle' has no prior. Use method='map'.")
         x, y = model.check_data(x, y)
         y_err = model.check_errors(y_err, y.shape)
-        tuned = tune(model, x, y, y_err, seed, map_options=tune_options)
+        tuned = tune(model, x, y, y_err, seed, map_options=tune_options, layerwise=tune_prior == LAYERWISE)
         result = fitter(tuned.model, x, y, seed=seed, y_err=y_err, **options)
         return dataclasses.replace(result, info={**result.info, **tuned.info,
                                                  "wall_time": result.info.get("wall_time", 0.0) + tuned.info["tune_time"]})

@@ -49,7 +49,7 @@ import numpy as np
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference.chains import FlatLayout
-from bnn.inference.evidence import prior_stds, tune, whitened_spectrum
+from bnn.inference.evidence import LAYERWISE, check_tune_prior, prior_stds, tune, whitened_spectrum
 from bnn.inference.optimize import fit_point
 from bnn.lifting import LiftedModel, run_once
 
@@ -137,7 +137,7 @@ def fit_laplace(
     num_samples: int = 1000,
     predictive: str = "glm",
     map_fit: Fit | None = None,
-    tune_prior: bool = False,
+    tune_prior: bool | str = False,
     tune_options: dict | None = None,
     y_err=None,
     **map_options,
@@ -155,6 +155,8 @@ def fit_laplace(
         maximising the Laplace evidence (see the module docs); the fit's ``model`` then
         carries the tuned prior, and ``info`` reports ``prior_scale_factor``, ``prior_scale``
         (for a single prior), ``noise_scale`` (learned noise) and ``tune_history``.
+        ``"layerwise"``: one factor per parameter array (laplace-torch's layerwise prior
+        precision), reported as dicts ``{path: value}``; needs ``subset="all"``.
       tune_options: MAP options of the tuning only (as for every method; ``map_options`` apply to
         the tuning too).
       y_err: known noise scales of the observations (see :meth:`bnn.BNN.fit`).
@@ -168,8 +170,7 @@ def fit_laplace(
     hessian = _checks.one_of(hessian, "hessian", HESSIANS)
     predictive = _checks.one_of(predictive, "predictive", PREDICTIVES)
     num_samples = _checks.positive_int(num_samples, "num_samples")
-    if not isinstance(tune_prior, bool):
-        raise TypeError(f"`tune_prior` must be True or False; got {tune_prior!r}.")
+    tune_prior = check_tune_prior(tune_prior)
     if tune_options is not None and not tune_prior:
         raise ValueError("`tune_options` apply with tune_prior=True only.")
     start = time.perf_counter()
@@ -180,7 +181,8 @@ def fit_laplace(
     if tune_prior:
         if map_fit is not None:
             raise ValueError("`tune_prior=True` refits the MAP under the tuned prior; it cannot take `map_fit`.")
-        result = tune(model, x, y, y_err, seed, selected, {**map_options, **(tune_options or {})})
+        result = tune(model, x, y, y_err, seed, selected, {**map_options, **(tune_options or {})},
+                      layerwise=tune_prior == LAYERWISE)
         model, map_fit, tuned = result.laplace_model, result.map_fit, result.info
     elif map_fit is None:
         map_fit = fit_point(model, x, y, method="map", seed=seed, y_err=y_err, **map_options)
