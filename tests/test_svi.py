@@ -166,6 +166,68 @@ def test_the_elbo_is_numpyros_trace_elbo_summed_in_trace_order(guide):
         assert abs(float(ours) - float(theirs)) <= bound, (float(ours), float(theirs), bound)
 
 
+@pytest.mark.oracle
+def test_the_one_draw_mean_field_guide_is_numpyros_autonormal():
+    """The mean-field guide draws all its sites' normals at once; it must be ``AutoNormal`` at the same
+    parameters (a guide away from its start, a minibatch, the learned noise through its exp transform).
+
+    1. Its log density at the values it draws is the float64 oracle ``Σ log N(u; loc, scale) − Σ log|J|``
+       (u the unconstrained value, log|J| = u for the noise's exp) and ``AutoNormal``'s log density at
+       those values, within the rounding of a float32 sum: 100 U times the sum of the terms' magnitudes.
+    2. Its draws have ``AutoNormal``'s distribution: over 4000 keys, each entry's unconstrained mean and
+       sd lie within 5 standard errors of ``loc`` and ``scale`` (se = scale/√4000, scale/√8000), and
+       the entries are independent (every |correlation| below 5/√4000).
+    """
+    import jax
+    from numpyro import handlers
+    from numpyro.infer import SVI, Trace_ELBO, autoguide
+    from numpyro.infer.initialization import init_to_value
+    from numpyro.infer.util import log_density
+    from numpyro.optim import Adam
+    from scipy import stats
+
+    from bnn.inference.svi import OneDrawNormal, make_guide, minibatch_model
+
+    x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
+    model = _model()
+    fn = minibatch_model(model)
+    values = {k: v[0] for k, v in model.fit(x, y, method="map", num_steps=20).draws.items()}
+    idx = jax.numpy.arange(0, 30, 3)
+    ours = make_guide("normal", fn, values, 0.1, None)
+    assert isinstance(ours, OneDrawNormal)
+    auto = autoguide.AutoNormal(fn, init_loc_fn=init_to_value(values=values), init_scale=0.1)
+    svi = SVI(fn, ours, Adam(0.05), Trace_ELBO())
+    state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)
+    state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, lambda i, s: svi.update(s, x, y, idx)[0], s))(state)
+    params = svi.get_params(state)
+    handlers.seed(auto, 0)(x, y, idx)  # AutoNormal sets itself up on a first call
+
+    log_q, trace = log_density(handlers.seed(ours, jax.random.PRNGKey(3)), (x, y, idx), {}, params)
+    drawn = {name: site["value"] for name, site in trace.items() if site["type"] == "sample"}
+    log_q_auto, _ = log_density(handlers.condition(auto, drawn), (x, y, idx), {}, params)
+    terms = []
+    for name, value in drawn.items():
+        u = np.log(np.asarray(value, np.float64)) if name == NOISE_SITE else np.asarray(value, np.float64)
+        loc, scale = (np.asarray(params[f"{name}_auto_{k}"], np.float64) for k in ("loc", "scale"))
+        terms += list(np.ravel(stats.norm.logpdf(u, loc, scale) - (u if name == NOISE_SITE else 0.0)))
+    bound = 100 * 2.0**-24 * np.sum(np.abs(terms))
+    assert abs(float(log_q) - np.sum(terms)) <= bound, (float(log_q), np.sum(terms), bound)
+    assert abs(float(log_q) - float(log_q_auto)) <= bound
+
+    num = 4000
+    guide = handlers.substitute(ours, data=params)
+    draws = jax.jit(jax.vmap(lambda k: handlers.seed(guide, k)(x, y, idx)))(jax.random.split(jax.random.PRNGKey(4), num))
+    standardised = []
+    for name, value in draws.items():
+        u = np.log(np.asarray(value, np.float64)) if name == NOISE_SITE else np.asarray(value, np.float64)
+        loc, scale = (np.asarray(params[f"{name}_auto_{k}"], np.float64) for k in ("loc", "scale"))
+        np.testing.assert_array_less(np.abs(u.mean(axis=0) - loc), 5 * scale / np.sqrt(num) + 1e-6)
+        np.testing.assert_array_less(np.abs(u.std(axis=0) - scale), 5 * scale / np.sqrt(2 * num) + 1e-6)
+        standardised.append(((u - loc) / scale).reshape(num, -1))
+    corr = np.corrcoef(np.concatenate(standardised, axis=1), rowvar=False)
+    assert np.abs(corr[~np.eye(len(corr), dtype=bool)]).max() < 5 / np.sqrt(num)
+
+
 def test_the_step_program_is_the_same_in_every_process():
     """JAX's persistent compilation cache finds a program by its text: SVI's step must lower to
     the same text whatever the process's string hashing (PYTHONHASHSEED), which NumPyro's

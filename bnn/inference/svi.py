@@ -21,7 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+import numpyro
+from numpyro import distributions as dist
 from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import biject_to
 from numpyro.infer import SVI, autoguide
 from numpyro.infer.elbo import ELBO
 from numpyro.infer.initialization import init_to_value
@@ -73,11 +77,69 @@ class TraceOrderELBO(ELBO):
                 "mutable_state": None}
 
 
+class _Drawn(dist.Normal):
+    """``Normal(loc, scale)`` whose draw is ``loc + scale · eps`` for a given standard normal ``eps``
+    (the key is ignored): its log density, support and reparametrisation are the Normal's."""
+
+    arg_constraints = {**dist.Normal.arg_constraints, "eps": constraints.real}
+
+    def __init__(self, loc, scale, eps, *, validate_args=None):
+        self.eps = eps
+        super().__init__(loc, scale, validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        if sample_shape:
+            raise ValueError("a pre-drawn Normal gives one draw; sample_shape must be ().")
+        return self.loc + self.scale * self.eps
+
+
+class OneDrawNormal(autoguide.AutoNormal):
+    """NumPyro's ``AutoNormal`` drawing every site's standard normals in one call per step.
+
+    ``AutoNormal`` samples each site on its own, and XLA compiles each random-number call (a
+    threefry hash and an inverse error function) into every fusion that reads it: on the sine
+    toy's six sites they were half of the compiled SVI step (6 800 of 12 800 optimised HLO lines,
+    2.5 of 4.6 s of compilation). Here one draw of the total size is made, kept out of the
+    consumers' fusions by an optimisation barrier, and split among the sites. Each site is the same
+    ``Normal(loc, scale)`` (mapped to its support by the same transform) as in ``AutoNormal``, with
+    the same parameters: only where its draw comes from differs, so its log density, the ELBO and
+    its gradients are ``AutoNormal``'s at the same draw, under any handler (tests/test_svi.py).
+    Sites inside a plate (local latent variables) are left to ``AutoNormal``.
+    """
+
+    def __call__(self, *args, **kwargs):
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        sites = {name: site for name, site in self.prototype_trace.items()
+                 if site["type"] == "sample" and not site["is_observed"]}
+        key = numpyro.prng_key()
+        if key is None or any(site["cond_indep_stack"] for site in sites.values()):
+            return super().__call__(*args, **kwargs)
+        locs, scales = {}, {}
+        for name in sites:
+            init_loc, event_dim = self._init_locs[name], self._event_dims[name]
+            locs[name] = numpyro.param(f"{name}_{self.prefix}_loc", init_loc, event_dim=event_dim)
+            scales[name] = numpyro.param(f"{name}_{self.prefix}_scale", jnp.full(jnp.shape(init_loc), self._init_scale),
+                                         constraint=self.scale_constraint, event_dim=event_dim)
+        flat, unravel = ravel_pytree(locs)
+        eps = unravel(jax.lax.optimization_barrier(jax.random.normal(key, flat.shape, flat.dtype)))
+        result = {}
+        for name, site in sites.items():
+            site_fn = _Drawn(locs[name], scales[name], eps[name]).to_event(self._event_dims[name])
+            support = site["fn"].support
+            if support is constraints.real or (isinstance(support, constraints.independent)
+                                               and support.base_constraint is constraints.real):
+                result[name] = numpyro.sample(name, site_fn)
+            else:
+                result[name] = numpyro.sample(name, dist.TransformedDistribution(site_fn, biject_to(support)))
+        return result
+
+
 def make_guide(kind: str, model_fn, init_values: dict, init_scale: float, rank: int | None):
     """The NumPyro autoguide for ``kind``, started at ``init_values`` (constrained)."""
     init_loc_fn = init_to_value(values=init_values)
     if kind == "normal":
-        return autoguide.AutoNormal(model_fn, init_loc_fn=init_loc_fn, init_scale=init_scale)
+        return OneDrawNormal(model_fn, init_loc_fn=init_loc_fn, init_scale=init_scale)
     if kind == "lowrank":
         return autoguide.AutoLowRankMultivariateNormal(model_fn, init_loc_fn=init_loc_fn, init_scale=init_scale, rank=rank)
     if kind == "fullrank":
@@ -95,7 +157,8 @@ def mean_field_draws(params: dict, transforms: dict, key, num: int) -> dict:
     """
     loc, unravel = ravel_pytree({site: params[f"{site}_auto_loc"] for site in transforms})
     scale, _ = ravel_pytree({site: params[f"{site}_auto_scale"] for site in transforms})
-    z = jax.vmap(unravel)(loc[None] + scale[None] * jax.random.normal(key, (num,) + loc.shape, loc.dtype))
+    eps = jax.lax.optimization_barrier(jax.random.normal(key, (num,) + loc.shape, loc.dtype))  # drawn once, not per site
+    z = jax.vmap(unravel)(loc[None] + scale[None] * eps)
     return {site: transforms[site](value) for site, value in z.items()}
 
 
