@@ -25,6 +25,7 @@ SECTIONS = [
     ("COMPILE.md", "compile_times.py", "first-call (compilation) cost per method, with and without JAX's persistent cache"),
     ("SBC.md", "sbc.py", "simulation-based calibration of every inference method"),
     ("UCI.md", "uci.py", "UCI regression: test log-likelihood, RMSE, coverage and time per method, beside published results"),
+    ("TINY.md", "tiny.py", "tables of 20 to 442 rows: cross-validated test log-likelihood and coverage against least squares"),
     ("CLASSIFICATION.md", "classification.py", "small-table classification: bnn's default paths against logistic regression"),
 ]
 

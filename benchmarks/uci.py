@@ -88,6 +88,8 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "nuts-tuned": ("nuts", {"tune_prior": True}, "NUTS (4 × 250/500), tuned prior"),
     "nuts-hier": ("nuts", {}, "NUTS (4 × 250/500), HalfNormal(1) scales"),
     "mclmc-hier": ("mclmc", {}, "MCLMC, HalfNormal(1) scales"),
+    "laplace-layerwise": ("laplace", {"tune_prior": "layerwise"}, "Laplace, layerwise tuned prior"),
+    "mclmc-layerwise": ("mclmc", {"tune_prior": "layerwise"}, "MCLMC, layerwise tuned prior"),
 }
 #: methods fitted on a model other than :func:`make_model`'s (the prior): name -> prior
 PRIORS: dict[str, object] = {"nuts-hier": bnn.Normal(scale=bnn.HalfNormal(1.0)), "mclmc-hier": bnn.Normal(scale=bnn.HalfNormal(1.0))}
@@ -120,6 +122,9 @@ FAST: dict[str, dict] = {
     "nuts-tuned": {"num_chains": 1, "num_warmup": 20, "num_samples": 20, "tune_options": {"num_steps": 50}},
     "nuts-hier": {"num_chains": 1, "num_warmup": 20, "num_samples": 20},
     "mclmc-hier": {"num_chains": 2, "num_warmup": 300, "num_samples": 20, "thinning": 1},
+    "laplace-layerwise": {"num_steps": 50, "num_samples": 50},
+    "mclmc-layerwise": {"num_chains": 2, "num_warmup": 300, "num_samples": 20, "thinning": 1,
+                        "tune_options": {"num_steps": 50}},
 }
 
 LEVEL = 0.9
@@ -249,7 +254,8 @@ def _fit_details(method: str, fit: bnn.Fit, data) -> dict:
         if key in info and info[key] is not None:
             value = info[key]
             out[key] = value.tolist() if isinstance(value, np.ndarray) else (
-                bool(value) if isinstance(value, (bool, np.bool_)) else float(value))
+                bool(value) if isinstance(value, (bool, np.bool_)) else
+                {k: float(v) for k, v in value.items()} if isinstance(value, dict) else float(value))
     if method == "laplace" and "map" in info:
         out["map_settled"] = info["map"].info.get("settled")
     if "loss" in info:
@@ -534,6 +540,11 @@ def _cell(rs: list[dict], key: str) -> str:
     return text + (f"; {failed} failed)" if failed else ")")
 
 
+def _factor(value) -> str:
+    """A tuned prior scale factor, or a layerwise one's factors (sorted paths) in brackets."""
+    return f"{value:.3g}" if not isinstance(value, dict) else "(" + " ".join(f"{v:.2g}" for _, v in sorted(value.items())) + ")"
+
+
 def _dedupe(notes: list[str]) -> list[str]:
     """Collapse identical messages over splits: 'split 0, 1, 2: message'."""
     grouped: dict[tuple[str, str], list[str]] = {}
@@ -573,8 +584,9 @@ def _extras(dataset: str, by: dict) -> list[str]:
             steps = rs[0]["options"].get("num_steps", 2000)
             parts.append("best step " + ", ".join(str(int(x["best_step"])) for x in det if "best_step" in x)
                          + f" of at most {steps} (validation loss every {max(1, steps // 50)} steps, patience 10)")
-        if m in ("laplace", "ensemble-tuned", "ensemble-anchored", "mclmc-tuned", "nuts-tuned"):
-            parts.append("prior scale factor " + ", ".join(f"{x['prior_scale_factor']:.3g}" for x in det
+        if m in ("laplace", "ensemble-tuned", "ensemble-anchored", "mclmc-tuned", "nuts-tuned", "laplace-layerwise",
+                 "mclmc-layerwise"):
+            parts.append("prior scale factor " + ", ".join(_factor(x["prior_scale_factor"]) for x in det
                                                            if "prior_scale_factor" in x))
             parts.append("tuning rounds " + ", ".join(str(int(x["tune_iterations"])) for x in det if "tune_iterations" in x)
                          + (" (at most 20: made before the cap of 10)" if m == 'laplace' else " (at most 10)"))

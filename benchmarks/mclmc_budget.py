@@ -1,0 +1,101 @@
+"""MCLMC's budget curve on UCI: test log-likelihood against the wall time of a fresh fit, beside NUTS.
+
+    python benchmarks/mclmc_budget.py                                  # energy, wine, yacht; split 0; seeds 0 1
+    python benchmarks/mclmc_budget.py --datasets energy --seeds 0 1 2
+    python benchmarks/mclmc_budget.py --fast                           # tiny step counts (a smoke test)
+
+The UCI protocol of ``uci.py`` (one hidden layer of 50 ReLU units, Normal(0, 1) priors, learned
+noise, ``normalize=True``). Every fit runs in a fresh process (bnn keeps compiled programs for equal
+models, so a second fit in one process would compile nothing), compilation included, as a user's
+first fit in a notebook is: NUTS at ``uci.py``'s settings (2 chains × 300 + 300, MAP starts)
+and MCLMC at each budget of :data:`BUDGETS` (its defaults are 4 chains, 2000 tuning steps, 1000
+draws 10 steps apart). Printed per data set and seed: seconds, NUTS's time over MCLMC's, and
+MCLMC's test LL minus NUTS's (mean log predictive density per test row, original units); the
+summary gives each budget's mean and spread over the seeds. SAMPLING.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import uci  # noqa: E402  (the protocol: model, options, metrics)
+
+import bnn  # noqa: E402
+
+#: name -> MCLMC options on top of the defaults
+BUDGETS: dict[str, dict] = {
+    "half draws": {"num_samples": 500},
+    "default": {},
+    "2 chains": {"num_chains": 2},
+    "8 chains": {"num_chains": 8},
+    "double draws": {"num_samples": 2000},
+    "long warm-up": {"num_warmup": 5000},
+}
+FAST = {"num_warmup": 300, "num_samples": 20, "thinning": 1}
+
+
+def one_fit(dataset: str, split: int, seed: int, method: str, options: dict, data_dir) -> tuple[float, float]:
+    """(seconds, test LL) of one fit, compilation included when it is the process's first."""
+    data = bnn.datasets.uci(dataset, split, data_dir=data_dir)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fit = uci.make_model().fit(data.x_train, data.y_train, method=method, seed=seed, normalize=True, **options)
+        seconds = time.perf_counter() - start
+        return seconds, uci.evaluate(fit, data.x_test, data.y_test)["ll"]
+
+
+def fresh_fit(dataset: str, split: int, seed: int, method: str, options: dict, data_dir) -> tuple[float, float]:
+    """:func:`one_fit` in a new Python process: (seconds, test LL) of a first fit."""
+    args = [sys.executable, __file__, "--one", json.dumps([dataset, split, seed, method, options, data_dir])]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return tuple(json.loads(out.strip().splitlines()[-1]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["energy", "wine-quality-red", "yacht"])
+    parser.add_argument("--split", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--budgets", nargs="+", default=list(BUDGETS))
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--fast", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # one fit in this process (JSON arguments)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one_fit(*json.loads(args.one))))
+        return 0
+    nuts_options = uci.method_options("nuts", args.fast)[1]
+    rows = []
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            nuts_s, nuts_ll = fresh_fit(dataset, args.split, seed, "nuts", nuts_options, args.data_dir)
+            print(f"{dataset:18s} seed {seed} NUTS {nuts_s:7.1f} s  test LL {nuts_ll:+.3f}", flush=True)
+            for budget in args.budgets:
+                options = {**BUDGETS[budget], **(FAST if args.fast else {})}
+                s, ll = fresh_fit(dataset, args.split, seed, "mclmc", options, args.data_dir)
+                rows.append((dataset, budget, seed, s, nuts_s / s, ll - nuts_ll, ll))
+                print(f"{dataset:18s} seed {seed} MCLMC {budget:13s} {s:7.1f} s  NUTS/MCLMC time {nuts_s / s:5.1f}  "
+                      f"test LL {ll:+.3f} ({ll - nuts_ll:+.3f} vs NUTS)", flush=True)
+    print("\n| data set | MCLMC budget | s (mean) | NUTS time / MCLMC time: mean (min–max) | test LL − NUTS's: mean (min–max) |")
+    print("|---|---|---|---|---|")
+    for dataset in args.datasets:
+        for budget in args.budgets:
+            sel = [r for r in rows if r[0] == dataset and r[1] == budget]
+            s, ratio, gap = (np.array([r[k] for r in sel]) for k in (3, 4, 5))
+            print(f"| {dataset} | {budget} | {s.mean():.1f} | {ratio.mean():.1f} ({ratio.min():.1f}–{ratio.max():.1f}) | "
+                  f"{gap.mean():+.3f} ({gap.min():+.3f} to {gap.max():+.3f}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
