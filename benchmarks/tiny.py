@@ -174,7 +174,7 @@ def main(argv=None) -> int:
                 with RESULTS.open("a") as f:
                     f.write(json.dumps(record) + "\n")
     text = report(load())
-    harness.write_report(REPORT, text)
+    harness.write_report(REPORT, text, keep_from="## Notes")
     print(text)
     return 0
 
