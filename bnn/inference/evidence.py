@@ -180,7 +180,8 @@ def _evidence_program(model: LiftedModel, unravel, learned_noise: bool, groups: 
             if groups is None:
                 log_det = jnp.sum(jnp.log1p(jnp.square(c * sigma0 / sigma) * eigenvalues))
             else:
-                inner = jnp.einsum("g,gkl->kl", jnp.square(c), grams) * (jnp.square(sigma0 / sigma) * root[:, None] * root[None, :])
+                weights = jnp.square(sigma0 / sigma) * root[:, None] * root[None, :]
+                inner = jnp.einsum("g,gkl->kl", jnp.square(c), grams) * weights
                 chol = jnp.linalg.cholesky(jnp.eye(root.shape[0], dtype=root.dtype) + inner)
                 log_det = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
             return -(log_lik - jnp.sum(0.5 * ridge / jnp.square(c)) - 0.5 * log_det)
@@ -300,8 +301,9 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
         raise ValueError("layerwise prior tuning needs the curvature of every parameter array (subset='all'); "
                          f"got the subset {list(selected)}.")
     # the factors' blocks in ravel order (jax orders a dict's keys): one per parameter array, or one for all
+    shapes = dict(zip(spec.paths, spec.shapes))
     paths = tuple(sorted(spec.paths)) if layerwise else ("*",)
-    sizes = tuple(int(np.prod(s)) for p in paths for s in [dict(zip(spec.paths, spec.shapes))[p]]) if layerwise else None
+    sizes = tuple(int(np.prod(shapes[p])) for p in paths) if layerwise else None
     # A learned noise starts at the spread of the targets (with known errors y_err: at the factor 1 on
     # them), fixed for the first MAP fit: learned jointly with the weights it can shrink towards 0 on a
     # small table (the network interpolating the rows), and the evidence at such a MAP keeps the tiny σ.

@@ -20,8 +20,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 import numpyro
+from jax.flatten_util import ravel_pytree
 from numpyro import distributions as dist
 from numpyro import handlers
 from numpyro.distributions import constraints
