@@ -98,8 +98,8 @@ class OneDrawNormal(autoguide.AutoNormal):
 
     ``AutoNormal`` samples each site on its own, and XLA compiles each random-number call (a
     threefry hash and an inverse error function) into every fusion that reads it: on the sine
-    toy's six sites they were half of the compiled SVI step (6 800 of 12 800 optimised HLO lines,
-    2.5 of 4.6 s of compilation). Here one draw of the total size is made, kept out of the
+    toy's six sites they were half of the compiled SVI step (6 800 of 12 800 optimised HLO lines;
+    its first fit took 4.6 s, now 3.3 s: `benchmarks/COMPILE.md`). Here one draw of the total size is made, kept out of the
     consumers' fusions by an optimisation barrier, and split among the sites. Each site is the same
     ``Normal(loc, scale)`` (mapped to its support by the same transform) as in ``AutoNormal``, with
     the same parameters: only where its draw comes from differs, so its log density, the ELBO and
