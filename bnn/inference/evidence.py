@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import time
 import warnings
 from typing import NamedTuple
@@ -214,15 +215,11 @@ def _rescaled(model: LiftedModel, factor: float | dict[str, float], likelihood, 
     or, for a dict ``{path: factor}`` (layerwise; ``spec`` gives each path's prior), a prior dict with
     one scaled prior per parameter path."""
     if isinstance(factor, dict):
-        prior = {glob_escape(p): scaled_prior(spec.priors[p], c) for p, c in factor.items()}
+        prior = {glob.escape(p): scaled_prior(spec.priors[p], c) for p, c in factor.items()}  # keys match only their path
     else:
         prior = scaled_prior(model.prior, factor)
     return type(model)(model.module, prior=prior, likelihood=likelihood, matmul_precision=model.matmul_precision)
 
-
-def glob_escape(path: str) -> str:
-    """``path`` as a prior-dict key that matches only itself (``*``, ``?`` and ``[`` bracketed)."""
-    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
 
 
 def _refit_program(model: LiftedModel, unravel, optimizer, num_steps: int, learned_noise: bool):

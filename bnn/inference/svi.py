@@ -112,8 +112,10 @@ class OneDrawNormal(autoguide.AutoNormal):
             self._setup_prototype(*args, **kwargs)
         sites = {name: site for name, site in self.prototype_trace.items()
                  if site["type"] == "sample" and not site["is_observed"]}
+        if any(site["cond_indep_stack"] for site in sites.values()):
+            return super().__call__(*args, **kwargs)
         key = numpyro.prng_key()
-        if key is None or any(site["cond_indep_stack"] for site in sites.values()):
+        if key is None:  # not seeded (values substituted from outside): AutoNormal's own path
             return super().__call__(*args, **kwargs)
         locs, scales = {}, {}
         for name in sites:
