@@ -43,6 +43,7 @@ METHODS: dict[str, tuple[str, dict, object]] = {
     "mclmc-layerwise": ("mclmc", {"tune_prior": "layerwise"}, bnn.Normal(1.0)),
     "mclmc": ("mclmc", {}, bnn.Normal(1.0)),
     "mclmc-hier": ("mclmc", {}, bnn.Normal(scale=bnn.HalfNormal(1.0))),
+    "mclmc-hier-noise": ("mclmc", {"tune_prior": True}, bnn.Normal(scale=bnn.HalfNormal(1.0))),
     "laplace-tuned": ("laplace", {"tune_prior": True}, bnn.Normal(1.0)),
     "laplace-layerwise": ("laplace", {"tune_prior": "layerwise"}, bnn.Normal(1.0)),
 }
@@ -52,6 +53,7 @@ LABELS = {
     "mclmc-layerwise": "MCLMC, layerwise tuned",
     "mclmc": "MCLMC, Normal(0, 1)",
     "mclmc-hier": "MCLMC, HalfNormal(1) scales",
+    "mclmc-hier-noise": "MCLMC, HalfNormal(1) scales, noise by the evidence",
     "laplace-tuned": "Laplace, `tune_prior=True`",
     "laplace-layerwise": "Laplace, layerwise tuned",
 }

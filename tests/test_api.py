@@ -1,5 +1,7 @@
 """The public surface: everything in the design's contract is importable from `bnn`."""
 
+import pytest
+
 import bnn
 
 
@@ -20,6 +22,7 @@ def test_contract_names():
         assert callable(getattr(bnn.plot, name)), name
 
 
+@pytest.mark.extended  # a fresh interpreter: an import-order regression guard
 def test_importing_arviz_first_does_not_break_numpyro():
     """arviz_base loads numpyro lazily; bnn must still sample models with constrained sites."""
     import subprocess

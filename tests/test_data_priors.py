@@ -39,8 +39,8 @@ def exact_scales(linear_data):
 
 @pytest.mark.parametrize("method, options", [
     ("map", {}),
-    ("ensemble", {"num_members": 2, "num_steps": 200}),
-    ("svi", {"num_steps": 50, "num_samples": 10}),
+    pytest.param("ensemble", {"num_members": 2, "num_steps": 200}, marks=pytest.mark.extended),
+    pytest.param("svi", {"num_steps": 50, "num_samples": 10}, marks=pytest.mark.extended),
     ("nuts", {"num_chains": 1, "num_warmup": 20, "num_samples": 20}),
 ])
 def test_every_method_runs_on_the_exact_evidence_maximiser(linear_data, exact_scales, method, options):
@@ -221,6 +221,22 @@ def test_hierarchical_nuts_matches_quadrature_over_the_scale(hierarchical):
     assert fit.info["num_divergences"] == 0
 
 
+def test_a_hierarchical_prior_takes_only_its_noise_scale_from_the_evidence(linear_data, exact_scales):
+    """With a sampled weight scale, tune_prior=True chooses what is fixed, the noise scale, by the
+    evidence of the point model (each hyperprior's scale as a fixed prior scale: Normal(0, 1) on every
+    weight here, so its tuning is the linear model's exact type-II ML; 1 % as above); the weights'
+    scales stay sampled."""
+    x, y = linear_data
+    prior = {"Dense_0.kernel": bnn.Normal(scale=bnn.HalfNormal(HYPER)), "Dense_0.bias": bnn.Normal(1.0)}
+    model = bnn.BNN(bnn.MLP((1,)), prior=prior, likelihood=bnn.Gaussian())
+    fit = model.fit(x, y, method="nuts", tune_prior=True, tune_options=LBFGS, num_chains=1, num_warmup=20,
+                    num_samples=20)
+    assert fit.info["noise_scale"] == pytest.approx(exact_scales[1], rel=1e-2)
+    assert fit.model.likelihood.scale == fit.info["noise_scale"] and fit.model.prior == prior
+    assert "Dense_0.kernel.scale" in fit.draws and "noise_scale" not in fit.draws
+    assert not any(k.startswith("prior_scale") for k in fit.info)  # the weights' scales are in the draws
+
+
 def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):
     """The samplers' coordinates: log τ, and u = w / τ for the kernel. The potential must be the
     negative log joint at (τ, w) minus log |∂(τ, w)/∂(log τ, u)| = log τ + 3 log τ."""
@@ -284,7 +300,7 @@ def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
     for method in ("mle", "map", "ensemble", "laplace"):
         with pytest.raises(ValueError, match="sampled prior scale .* has no useful mode"):
             model.fit(x, y, method=method)
-    with pytest.raises(ValueError, match="samples its scale"):
-        model.fit(x, y, method="nuts", tune_prior=True)
+    with pytest.raises(ValueError, match="tune_prior chooses only the noise scale of a learned Gaussian noise"):
+        model.fit(x, y, method="nuts", tune_prior=True)  # σ is fixed here: nothing left to tune
     with pytest.raises(ValueError, match=r"`HalfNormal\(scale\)` must be"):
         bnn.HalfNormal(-1.0)

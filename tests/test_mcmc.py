@@ -93,7 +93,7 @@ SHORT_RUNS = {"nuts": {"num_warmup": 5, "num_samples": 20},
               "mclmc": {"num_warmup": 30, "num_samples": 20, "thinning": 2}}
 
 
-@pytest.mark.parametrize("sampler", list(SHORT_RUNS))
+@pytest.mark.parametrize("sampler", [pytest.param("nuts", marks=pytest.mark.extended), "mclmc"])
 def test_sequential_chains_equal_vectorized_chains(linear_data, sampler):
     """Each chain gets the same key and start whatever the chain method (one driver for every
     sampler), so the draws agree up to rounding carried along the chain.

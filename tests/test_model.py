@@ -124,6 +124,7 @@ def _output_variance(prior, width, num=4000):
     return np.asarray(model.prior_predictive(x, num_samples=num, seed=1).epistemic_var[:, 0])
 
 
+@pytest.mark.extended
 def test_fan_in_prior_keeps_output_variance_bounded_as_width_grows():
     """Neal (1996): scaling the output-layer prior by 1/√width gives a finite limit."""
     fan = {w: _output_variance(bnn.FanInNormal(1.0), w) for w in (10, 100, 1000)}

@@ -114,15 +114,15 @@ def test_an_initializer_in_param_metadata_is_used():
 
 
 @pytest.mark.parametrize("method, options", [
-    ("mle", {"num_steps": 30}),
+    pytest.param("mle", {"num_steps": 30}, marks=pytest.mark.extended),
     ("map", {"num_steps": 30}),
-    ("ensemble", {"num_members": 2, "num_steps": 30}),
-    ("laplace", {"num_steps": 30, "num_samples": 5}),
-    ("svi", {"num_steps": 30, "num_samples": 5}),
+    pytest.param("ensemble", {"num_members": 2, "num_steps": 30}, marks=pytest.mark.extended),
+    pytest.param("laplace", {"num_steps": 30, "num_samples": 5}, marks=pytest.mark.extended),
+    pytest.param("svi", {"num_steps": 30, "num_samples": 5}, marks=pytest.mark.extended),
     ("nuts", {"num_chains": 1, "num_warmup": 10, "num_samples": 5, "max_tree_depth": 3,
               "map_options": {"num_steps": 30}}),
-    ("mclmc", {"num_chains": 2, "num_warmup": 20, "num_samples": 10, "thinning": 1,
-               "map_options": {"num_steps": 30}}),
+    pytest.param("mclmc", {"num_chains": 2, "num_warmup": 20, "num_samples": 10, "thinning": 1,
+                           "map_options": {"num_steps": 30}}, marks=pytest.mark.extended),
 ])
 # The runs are tiny: this checks that every method works through the NNX bridge, not how well
 # it samples (that is tested on linen models elsewhere), so sampler-quality warnings are allowed.

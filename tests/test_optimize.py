@@ -184,7 +184,7 @@ def test_heteroscedastic_learns_growing_noise():
     np.testing.assert_allclose([lo, hi], [0.075, 0.525], rtol=0.35)
 
 
-@pytest.mark.parametrize("likelihood,width", [(bnn.Bernoulli(), 1), (bnn.Categorical(), 2)])
+@pytest.mark.parametrize("likelihood,width", [(bnn.Bernoulli(), 1), pytest.param(bnn.Categorical(), 2, marks=pytest.mark.extended)])
 def test_classifiers_fit_the_hill(likelihood, width):
     x, y = bnn.datasets.hill(n=300, seed=0)
     xt, yt = bnn.datasets.hill(n=500, seed=1)
@@ -265,7 +265,8 @@ def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serve
     assert program._cache_size() == 1  # one XLA executable: the number of steps is an argument
 
 
-@pytest.mark.parametrize("method, options", [("map", {}), ("ensemble", {"num_members": 2}), ("svi", {"num_samples": 5})])
+@pytest.mark.parametrize("method, options", [("map", {}), pytest.param("ensemble", {"num_members": 2}, marks=pytest.mark.extended),
+                                             pytest.param("svi", {"num_samples": 5}, marks=pytest.mark.extended)])
 def test_a_fit_does_not_depend_on_how_its_steps_are_chunked(sine_data, capsys, method, options):
     """Step ``i`` draws its minibatch from ``fold_in(key, i)``, and one compiled program runs any
     number of steps: ``eval_every`` and a progress bar (chunks of 7 steps instead of one) change

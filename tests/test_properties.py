@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import traverse_util
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -417,6 +418,7 @@ def test_posterior_predictive_variance_decomposes(case, n, num_samples, predicti
 # --- 6. save / load ------------------------------------------------------------------
 
 
+@pytest.mark.extended  # the contract's round trip covers every method once
 @examples(5)
 @given(
     case=cases(max_width=16),
@@ -537,6 +539,7 @@ def power_of_two_cases(draw):
     return case, a, c if case.continuous else np.ones(case.out)
 
 
+@pytest.mark.extended  # the affine equivariance above covers normalisation
 @examples(4)
 @given(scaled=power_of_two_cases(), n=st.integers(3, 24))
 def test_normalized_fit_is_exactly_equivariant_under_power_of_two_scalings(scaled, n):

@@ -18,6 +18,7 @@ def _svi_programs(model):
     return model._programs.built_by(bnn.inference.svi._svi_programs)
 
 
+@pytest.mark.extended  # the samplers' twin in test_mcmc.py checks the same program cache
 def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
     x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
     x2, y2 = bnn.datasets.sine(n=30, noise=0.1, seed=1)  # other data, same shapes
@@ -50,6 +51,7 @@ def _svi_step_benchmark():
     return load_script("benchmarks/svi_step.py", "svi_step_benchmark")
 
 
+@pytest.mark.extended  # a benchmark's baseline, not the package
 def test_the_hand_written_step_of_the_benchmark_optimises_bnns_objective():
     """The per-step benchmark compares like with like: the same negative ELBO for the same guide and draw."""
     import jax
@@ -124,7 +126,7 @@ def test_mean_field_draws_follow_the_fitted_guide():
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("guide", ["normal", "lowrank", "delta"])
+@pytest.mark.parametrize("guide", ["normal", pytest.param("lowrank", marks=pytest.mark.extended), "delta"])
 def test_the_elbo_is_numpyros_trace_elbo_summed_in_trace_order(guide):
     """SVI's objective against NumPyro's ``Trace_ELBO`` on the same keys, at a guide away from its
     start (``"fullrank"`` is an ``AutoContinuous`` guide as ``"lowrank"`` is: one auxiliary latent

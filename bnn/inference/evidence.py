@@ -51,7 +51,7 @@ from bnn.inference.chains import FlatLayout
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, fit_point
 from bnn.lifting import LiftedModel
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Gaussian
-from bnn.priors import FanInNormal, Normal, Prior
+from bnn.priors import FanInNormal, Normal, Prior, fixed_scale, is_hierarchical
 
 #: Rounds of "maximise the evidence at θ*, refit the MAP" at most, and the relative change of the
 #: prior and noise scales below which the tuning stops. A linear model reaches the exact maximiser
@@ -108,9 +108,8 @@ def scaled_prior(prior, factor: float):
     def one(p: Prior) -> Prior:
         if isinstance(p, Normal) and p.hierarchical:
             raise ValueError(
-                f"tune_prior=True chooses a fixed prior scale by the evidence; {p!r} samples its scale (a "
-                "hyperprior). Use one or the other: a fixed-scale prior with tune_prior=True, or the hyperprior "
-                "with a sampler (nuts, mclmc, svi)."
+                f"the evidence tuning chooses fixed prior scales; {p!r} samples its scale (a hyperprior). "
+                "model.fit(..., tune_prior=True) with such a prior takes only the noise scale from the evidence."
             )
         if isinstance(p, Normal) and p.loc == 0.0:
             return Normal(p.scale * factor)
@@ -413,9 +412,34 @@ def with_prior_tuning(fitter, name: str):
             raise ValueError("tune_prior=True chooses the prior's scale; method='mle' has no prior. Use method='map'.")
         x, y = model.check_data(x, y)
         y_err = model.check_errors(y_err, y.shape)
+        if is_hierarchical(model.prior):
+            return _noise_from_evidence(fitter, model, x, y, seed, y_err, tune_prior, tune_options, **options)
         tuned = tune(model, x, y, y_err, seed, map_options=tune_options, layerwise=tune_prior == LAYERWISE)
         result = fitter(tuned.model, x, y, seed=seed, y_err=y_err, **options)
         return dataclasses.replace(result, info={**result.info, **tuned.info,
                                                  "wall_time": result.info.get("wall_time", 0.0) + tuned.info["tune_time"]})
 
     return fit
+
+
+def _noise_from_evidence(fitter, model, x, y, seed, y_err, tune_prior, tune_options, **options):
+    """A hierarchical prior with ``tune_prior``: the noise scale σ by the evidence of the point model
+    (each hyperprior's scale as a fixed prior scale, tuned as :func:`tune` does), the weights' scales
+    sampled as the hyperprior says; the fit runs on the hierarchical model with σ fixed."""
+    likelihood = model.likelihood
+    if not (isinstance(likelihood, Gaussian) and likelihood.learned):
+        raise ValueError(
+            "with a hierarchical prior, tune_prior chooses only the noise scale of a learned Gaussian noise "
+            f"(the weights' scales are sampled); the likelihood is {likelihood!r}. Drop tune_prior, or use a "
+            "fixed-scale prior.")
+    point = type(model)(model.module, prior=fixed_scale(model.prior), likelihood=likelihood,
+                        matmul_precision=model.matmul_precision)
+    tuned = tune(point, x, y, y_err, seed, map_options=tune_options, layerwise=tune_prior == LAYERWISE)
+    sigma = tuned.info["noise_scale"]
+    fixed = type(model)(model.module, prior=model.prior,
+                        likelihood=Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale),
+                        matmul_precision=model.matmul_precision)
+    result = fitter(fixed, x, y, seed=seed, y_err=y_err, **options)
+    info = {k: v for k, v in tuned.info.items() if not k.startswith("prior_scale")}
+    return dataclasses.replace(result, info={**result.info, **info,
+                                             "wall_time": result.info.get("wall_time", 0.0) + info["tune_time"]})
