@@ -49,10 +49,10 @@ METHODS: dict[str, tuple[str, dict, object]] = {
 }
 LABELS = {
     "ols": "least squares",
-    "mclmc-tuned": "MCLMC, `tune_prior=True` (`bnn fit`)",
+    "mclmc-tuned": "MCLMC, `tune_prior=True`",
     "mclmc-layerwise": "MCLMC, layerwise tuned",
     "mclmc": "MCLMC, Normal(0, 1)",
-    "mclmc-hier": "MCLMC, HalfNormal(1) scales",
+    "mclmc-hier": "MCLMC, HalfNormal(1) scales (`bnn fit`)",
     "mclmc-hier-noise": "MCLMC, HalfNormal(1) scales, noise by the evidence",
     "laplace-tuned": "Laplace, `tune_prior=True`",
     "laplace-layerwise": "Laplace, layerwise tuned",

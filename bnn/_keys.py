@@ -19,3 +19,5 @@ NUTS = 4
 LAPLACE = 5
 #: MCLMC chains: their starts, tuning and steps
 MCLMC = 6
+#: the evidence tuning behind the MAP starts of a hierarchical model's chains (inside a sampler's stream)
+NOISE_START = 7

@@ -146,7 +146,9 @@ def test_held_out_coverage_below_0_8_is_a_warning(tmp_path, capsys):
     assert "**Warning: held-out coverage of the 90 % interval" in report and "bnn fit: warning: held-out coverage" in err
     assert cli.auto_method(30) == "mclmc" and cli.auto_method(cli.AUTO_SAMPLER_ROWS + 1) == "ensemble"
     big = cli.AUTO_SAMPLER_ROWS + 1
-    assert cli.auto_prior(30) == "tuned" and cli.auto_prior(big) == "fixed"
+    assert cli.auto_prior(30, "mclmc") == cli.auto_prior(30, "nuts") == "hierarchical"
+    assert cli.auto_prior(30, "laplace") == cli.auto_prior(30, "svi") == "tuned"
+    assert cli.auto_prior(big, "ensemble") == cli.auto_prior(big, "mclmc") == "fixed"
 
 
 def test_cross_validate_pools_the_folds_of_hand_written_fits():

@@ -10,6 +10,7 @@ from scipy import integrate, optimize, stats
 
 import bnn
 from bnn.inference.chains import flat_potential, prepare_chains
+from bnn.inference.evidence import start_noise_scale
 
 from conftest import ridge_posterior
 
@@ -235,6 +236,23 @@ def test_a_hierarchical_prior_takes_only_its_noise_scale_from_the_evidence(linea
     assert fit.model.likelihood.scale == fit.info["noise_scale"] and fit.model.prior == prior
     assert "Dense_0.kernel.scale" in fit.draws and "noise_scale" not in fit.draws
     assert not any(k.startswith("prior_scale") for k in fit.info)  # the weights' scales are in the draws
+
+
+def test_hierarchical_chains_start_at_the_evidence_noise_scale(linear_data, exact_scales):
+    """A hierarchical model with a learned noise: each chain's MAP start holds σ at the evidence's
+    choice for the point model (the exact type-II ML σ of the linear model here, 1 %), so its weights
+    are the ridge solution at that σ and the hyperprior's scale (float32 L-BFGS: 1e-4), and σ starts there."""
+    x, y = linear_data
+    prior = {"Dense_0.kernel": bnn.Normal(scale=bnn.HalfNormal(HYPER)), "Dense_0.bias": bnn.Normal(1.0)}
+    model = bnn.BNN(bnn.MLP((1,)), prior=prior, likelihood=bnn.Gaussian())
+    prepared = prepare_chains(model, x, y, None, 0, 0, "map", 2, LBFGS, start_noise_scale)
+    noise_scale = exact_scales[1]
+    ridge, _ = ridge_posterior(x, y, noise_scale, 1.0)
+    for flat in prepared.starts:
+        values, _ = model.constrain(prepared.unravel(flat), x.shape[1])
+        assert float(values["noise_scale"]) == pytest.approx(noise_scale, rel=1e-2)
+        weights = np.concatenate([np.asarray(values["Dense_0.kernel"])[:, 0], np.asarray(values["Dense_0.bias"])])
+        np.testing.assert_allclose(weights, ridge, rtol=1e-2, atol=1e-3)  # σ itself is known to 1 %
 
 
 def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):

@@ -42,7 +42,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import potential_energy
 
-from bnn import _checks
+from bnn import _checks, _keys
 from bnn.inference._loop import progress
 from bnn.inference.optimize import map_start
 from bnn.lifting import LiftedModel
@@ -185,13 +185,15 @@ def _run(init_fn, advance_fn, z0, key, data, total: int, bar) -> tuple[np.ndarra
 CHAIN_INITS = ("module", "prior", "map")
 
 
-def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_options: dict) -> dict:
+def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_options: dict, noise_start=None) -> dict:
     """Starting values of ``num_chains`` chains, ``{site: (num_chains, *shape)}`` (constrained).
 
     ``init``: ``"map"`` (a MAP fit per chain, each from the module's initialisers with its own
     key; for a hierarchical prior, under each hyperprior's own scale as a fixed scale, the sampled
-    scales starting at the RMS of their weights), ``"module"`` (those initialisers), ``"prior"`` (a prior draw per chain) or Flax
-    variables (every chain starts there).
+    scales starting at the RMS of their weights), ``"module"`` (those initialisers), ``"prior"`` (a
+    prior draw per chain) or Flax variables (every chain starts there). ``noise_start(model, x, y,
+    key, map_options, y_err)`` gives the noise scale at which every ``"map"`` start holds a learned
+    noise fixed, or ``None`` (the samplers pass :func:`bnn.inference.evidence.start_noise_scale`).
     """
     keys = jax.random.split(key, num_chains)
     if isinstance(init, dict):
@@ -201,9 +203,13 @@ def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_optio
     if init == "prior":
         return model.sample_prior(x.shape[1], num_chains, keys[0])
     per_chain = []
+    noise_scale = None
+    if init == "map" and noise_start is not None:
+        noise_scale = noise_start(model, x, y, jax.random.fold_in(key, _keys.NOISE_START), map_options,
+                                  map_options.get("y_err"))
     for k in keys:
         if init == "map":
-            per_chain.append(map_start(model, x, y, k, map_options)[0])
+            per_chain.append(map_start(model, x, y, k, map_options, noise_scale=noise_scale)[0])
         else:
             per_chain.append(model.initial_values(x, y, k))
     return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
@@ -222,7 +228,7 @@ class Prepared(NamedTuple):
 
 
 def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_chains: int,
-                   map_options: dict | None) -> Prepared:
+                   map_options: dict | None, noise_start=None) -> Prepared:
     """The common start of the samplers: checked data, the run's key and flat chain starts.
 
     Returns :class:`Prepared` ``(x, y, y_err, key_run, transforms, starts, unravel)``: ``starts`` ``(num_chains,
@@ -237,7 +243,7 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
     map_options = dict(map_options or {})
     if y_err is not None:
         map_options["y_err"] = y_err
-    values = chain_starts(model, x, y, key_init, init, num_chains, map_options)
+    values = chain_starts(model, x, y, key_init, init, num_chains, map_options, noise_start)
     starts, unravel = flat_starts(model, values, x.shape[1])
     return Prepared(x, y, y_err, key_run, model.transforms(x.shape[1]), starts, unravel)
 

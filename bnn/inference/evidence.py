@@ -27,6 +27,11 @@ tables with a vanishing noise scale.
 ``tune_prior="layerwise"`` chooses one factor per parameter array instead (a layer's kernel and
 bias each their own; laplace-torch's layerwise prior precision), by the same alternation: the
 evidence's determinant is then a k × k one over the spectrum (:func:`_evidence_program`).
+
+A hierarchical prior (``bnn.Normal(scale=bnn.HalfNormal(s))``) with ``tune_prior`` keeps its
+sampled scales and takes only the noise scale from the evidence: :func:`tune` runs on the point
+model (each hyperprior's scale ``s`` as a fixed prior scale) and the sampler then runs on the
+hierarchical model with σ fixed at the chosen value (:func:`_noise_from_evidence`).
 """
 
 from __future__ import annotations
@@ -396,7 +401,8 @@ def check_tune_prior(tune_prior) -> bool | str:
 def with_prior_tuning(fitter, name: str):
     """``fitter`` (a method's ``fit_*(model, x, y, seed=..., y_err=..., **options)``) with the options
     ``tune_prior`` (run :func:`tune` first and fit the tuned model) and ``tune_options`` (the
-    MAP options of the tuning). The fit's ``info`` gains :class:`Tuned`'s ``info``."""
+    MAP options of the tuning). The fit's ``info`` gains :class:`Tuned`'s ``info`` (for a
+    hierarchical prior without the ``prior_scale`` keys: its scales are in the draws)."""
 
     @functools.wraps(fitter)
     def fit(model, x, y, seed=0, y_err=None, tune_prior: bool | str = False, tune_options: dict | None = None,
@@ -443,3 +449,20 @@ def _noise_from_evidence(fitter, model, x, y, seed, y_err, tune_prior, tune_opti
     info = {k: v for k, v in tuned.info.items() if not k.startswith("prior_scale")}
     return dataclasses.replace(result, info={**result.info, **info,
                                              "wall_time": result.info.get("wall_time", 0.0) + info["tune_time"]})
+
+
+def start_noise_scale(model: LiftedModel, x, y, key, map_options: dict | None = None, y_err=None) -> float | None:
+    """The noise scale at which the MAP starts of a hierarchical model with a learned Gaussian noise
+    hold it fixed: the Laplace evidence's choice for the point model (:func:`tune`).
+    ``None`` (the noise learned with the weights) for any other model.
+
+    Learned jointly with the weights under a fixed prior scale, the noise scale of a MAP fit shrinks
+    towards 0 on a small table (the network interpolates its rows), and chains started there stay
+    over-confident: in cross-validation on a 100-row table (`benchmarks/TINY.md`) such starts scored
+    −16.8 nats per held-out row, starts at the evidence's noise scale −1.2. Only the starts change;
+    the sampled posterior is the model's.
+    """
+    if not (model.hierarchical and isinstance(model.likelihood, Gaussian) and model.likelihood.learned):
+        return None
+    options = {k: v for k, v in (map_options or {}).items() if k != "y_err"}
+    return float(tune(model.point_model(), x, y, y_err, seed=key, map_options=options).info["noise_scale"])

@@ -33,6 +33,7 @@ from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import recorded_loop
 from bnn.inference.chains import CHUNK, Health, Kernel, flat_potential, prepare_chains, resolve_chain_method, run_chains
+from bnn.inference.evidence import start_noise_scale
 from bnn.lifting import LiftedModel
 
 HEALTH = Health("MCLMC steps produced a non-finite state and were reverted",
@@ -118,7 +119,7 @@ def fit_mclmc(
     start = time.perf_counter()
     settings = dict(num_warmup=num_warmup, thinning=thinning,  # the number of draws is the driver's
                     desired_energy_var=desired_energy_var, diagonal_preconditioning=bool(diagonal_preconditioning))
-    prepared = prepare_chains(model, x, y, y_err, seed, _keys.MCLMC, init, num_chains, map_options)
+    prepared = prepare_chains(model, x, y, y_err, seed, _keys.MCLMC, init, num_chains, map_options, start_noise_scale)
     if prepared.starts.shape[1] < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
     warmup = Schedule.of(num_warmup, bool(diagonal_preconditioning)).total

@@ -31,6 +31,7 @@ from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import recorded_loop
 from bnn.inference.chains import CHUNK, Health, Kernel, flat_potential, prepare_chains, resolve_chain_method, run_chains
+from bnn.inference.evidence import start_noise_scale
 from bnn.lifting import LiftedModel
 
 #: per-draw statistics kept in ``info["sample_stats"]``
@@ -106,7 +107,7 @@ def fit_nuts(
     start = time.perf_counter()
     settings = dict(num_warmup=num_warmup, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
                     dense_mass=dense_mass)
-    prepared = prepare_chains(model, x, y, y_err, seed, _keys.NUTS, init, num_chains, map_options)
+    prepared = prepare_chains(model, x, y, y_err, seed, _keys.NUTS, init, num_chains, map_options, start_noise_scale)
     run = run_chains(model, _nuts_kernel, settings, prepared, chain_method, num_warmup + num_samples * thinning,
                      slice(num_warmup, None, thinning), HEALTH, progress_bar, "nuts")
     info = run.info(num_warmup, chain_method, start)

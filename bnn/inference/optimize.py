@@ -48,6 +48,7 @@ from bnn.inference._loop import (
     warn_unsettled,
 )
 from bnn.lifting import LiftedModel
+from bnn.likelihoods import NOISE_SITE, Gaussian
 
 DEFAULT_LEARNING_RATE = 1e-2
 
@@ -279,18 +280,27 @@ def _judge(losses: np.ndarray) -> tuple[bool | None, float]:
     return all(ok for ok, _ in judged), max(change for _, change in judged)
 
 
-def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_err=None) -> tuple[dict, Fit]:
+def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_err=None,
+              noise_scale: float | None = None) -> tuple[dict, Fit]:
     """A MAP fit from the module's initialisers with ``key``, as starting values ``{site: array}``.
 
     The start of ``init="map"`` in NUTS (one per chain) and SVI (the guide's means):
-    ``map_options`` are :func:`fit_point` options (e.g. ``{"num_steps": 4000}``). Returns
-    the constrained values of every latent site and the MAP :class:`bnn.Fit` itself.
+    ``map_options`` are :func:`fit_point` options (e.g. ``{"num_steps": 4000}``). With
+    ``noise_scale`` (a learned Gaussian noise; see :func:`bnn.inference.evidence.start_noise_scale`) the MAP holds the
+    noise scale fixed there and the noise site starts there. Returns the constrained values of
+    every latent site and the MAP :class:`bnn.Fit` itself.
     """
     options = dict(map_options or {})
     if y_err is not None:
         options["y_err"] = y_err
-    fit = fit_point(model.point_model(), x, y, method="map", seed=key, **options)
+    point = model.point_model()
+    if noise_scale is not None:
+        point = type(point)(point.module, prior=point.prior, matmul_precision=point.matmul_precision,
+                            likelihood=Gaussian(scale=noise_scale, noise_prior_scale=model.likelihood.noise_prior_scale))
+    fit = fit_point(point, x, y, method="map", seed=key, **options)
     values = {s: v[0] for s, v in fit.draws.items()}
+    if noise_scale is not None:
+        values[NOISE_SITE] = _checks.floats(noise_scale)
     if model.hierarchical:  # sampled scales start at the RMS of their weights at the MAP
         values.update(model.scale_values(values, fit.num_features))
     return values, fit

@@ -42,6 +42,7 @@ from bnn.inference._loop import (
     resolve_mesh,
     run_steps,
 )
+from bnn.inference.evidence import start_noise_scale
 from bnn.inference.optimize import map_start, train, training_rows
 from bnn.lifting import PLATE, LiftedModel, run_once
 
@@ -282,7 +283,8 @@ def fit_svi(
         if init == "map":
             # A minibatch fit's MAP start uses the same minibatches: its steps then cost what SVI's do.
             start_options = {"mesh": mesh, "batch_size": batch_size, **(map_options or {})}
-            init, map_fit = map_start(model, x, y, key, start_options, y_err)
+            noise_scale = start_noise_scale(model, x, y, jax.random.fold_in(key, _keys.NOISE_START), map_options, y_err)
+            init, map_fit = map_start(model, x, y, key, start_options, y_err, noise_scale=noise_scale)
         else:
             init = model.initial_values(x, y, key)
     else:
