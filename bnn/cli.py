@@ -69,7 +69,7 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
   `bnn.Normal(scale=bnn.HalfNormal(1.0))`** (what `bnn fit` does): a prior scale per weight array
   sampled with the weights, the chains started from MAP fits with the noise scale held at the
   evidence's choice. It beats every published result on energy and yacht, sits 0.02 below the best
-  on wine, and its 90 % intervals cover 0.90-0.95; it also holds on tiny tables
+  on wine, and its 90 % intervals cover 0.90-0.955; it also holds on tiny tables
   (`benchmarks/TINY.md`). Its chains can disagree in function space: check them with `bnn.diagnose`.
   `tune_prior=True` (evidence-chosen scales, any method) gives wider intervals.
 - **Larger tables: `method="ensemble"`** (10 MAP fits in one vectorised program): it equals the
