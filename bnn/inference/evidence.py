@@ -56,7 +56,7 @@ from bnn.inference.chains import FlatLayout
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, fit_point
 from bnn.lifting import LiftedModel
 from bnn.likelihoods import NOISE_SITE, Y_ERR, Gaussian
-from bnn.priors import FanInNormal, Normal, Prior, fixed_scale, is_hierarchical
+from bnn.priors import FanInNormal, Normal, Prior, is_hierarchical
 
 #: Rounds of "maximise the evidence at θ*, refit the MAP" at most, and the relative change of the
 #: prior and noise scales below which the tuning stops. A linear model reaches the exact maximiser
@@ -438,9 +438,7 @@ def _noise_from_evidence(fitter, model, x, y, seed, y_err, tune_prior, tune_opti
             "with a hierarchical prior, tune_prior chooses only the noise scale of a learned Gaussian noise "
             f"(the weights' scales are sampled); the likelihood is {likelihood!r}. Drop tune_prior, or use a "
             "fixed-scale prior.")
-    point = type(model)(model.module, prior=fixed_scale(model.prior), likelihood=likelihood,
-                        matmul_precision=model.matmul_precision)
-    tuned = tune(point, x, y, y_err, seed, map_options=tune_options, layerwise=tune_prior == LAYERWISE)
+    tuned = tune(model.point_model(), x, y, y_err, seed, map_options=tune_options, layerwise=tune_prior == LAYERWISE)
     sigma = tuned.info["noise_scale"]
     fixed = type(model)(model.module, prior=model.prior,
                         likelihood=Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale),
@@ -459,7 +457,7 @@ def start_noise_scale(model: LiftedModel, x, y, key, map_options: dict | None = 
     Learned jointly with the weights under a fixed prior scale, the noise scale of a MAP fit shrinks
     towards 0 on a small table (the network interpolates its rows), and chains started there stay
     over-confident: in cross-validation on a 100-row table (`benchmarks/TINY.md`) such starts scored
-    −16.8 nats per held-out row, starts at the evidence's noise scale −1.2. Only the starts change;
+    −16.8 nats per held-out row, starts at the evidence's noise scale −1.3. Only the starts change;
     the sampled posterior is the model's.
     """
     if not (model.hierarchical and isinstance(model.likelihood, Gaussian) and model.likelihood.learned):
