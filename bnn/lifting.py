@@ -417,6 +417,11 @@ class LiftedModel:
         # kept on the model, so the chains' MAP fits share its compiled programs
         return self.program(_point_model)
 
+    def with_likelihood(self, likelihood: Likelihood) -> LiftedModel:
+        """A model of the same class with this network, prior and matmul precision, and ``likelihood``
+        (e.g. a learned Gaussian noise fixed at a chosen scale)."""
+        return type(self)(self.module, prior=self.prior, likelihood=likelihood, matmul_precision=self.matmul_precision)
+
     # --- non-centred coordinates of the samplers ------------------------------------
 
     def constrain(self, u: Mapping[str, jax.Array], num_features: int) -> tuple[dict[str, jax.Array], jax.Array]:

@@ -309,8 +309,7 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     # them), fixed for the first MAP fit: learned jointly with the weights it can shrink towards 0 on a
     # small table (the network interpolating the rows), and the evidence at such a MAP keeps the tiny σ.
     sigma0 = 1.0 if y_err is not None else max(float(np.std(y)), 1e-3)
-    first = _rescaled(model, 1.0, Gaussian(scale=sigma0, noise_prior_scale=likelihood.noise_prior_scale)) \
-        if learned_noise else model
+    first = _rescaled(model, 1.0, dataclasses.replace(likelihood, scale=sigma0)) if learned_noise else model
     map_fit = fit_point(first, x, y, method="map", seed=seed, y_err=y_err, **map_options)
     num_steps = int(map_options.get("num_steps", map_fit.info["num_steps"]))
     if map_options.get("optimizer") is not None:
@@ -372,7 +371,7 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     if learned_noise:
         draws[NOISE_SITE] = _checks.floats([sigma])
     laplace_model = _rescaled(model, factor, likelihood, spec)
-    fixed = (Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale) if learned_noise else likelihood)
+    fixed = dataclasses.replace(likelihood, scale=sigma) if learned_noise else likelihood
     map_fit = Fit(model=laplace_model, method="map", draws=draws, num_features=x.shape[1], info=map_fit.info,
                   y_err=map_fit.y_err)
     info = {"prior_scale_factor": factor, "tune_iterations": len(history), "tune_history": np.asarray(history),
@@ -440,10 +439,8 @@ def _noise_from_evidence(fitter, model, x, y, seed, y_err, tune_prior, tune_opti
             "fixed-scale prior.")
     tuned = tune(model.point_model(), x, y, y_err, seed, map_options=tune_options, layerwise=tune_prior == LAYERWISE)
     sigma = tuned.info["noise_scale"]
-    fixed = type(model)(model.module, prior=model.prior,
-                        likelihood=Gaussian(scale=sigma, noise_prior_scale=likelihood.noise_prior_scale),
-                        matmul_precision=model.matmul_precision)
-    result = fitter(fixed, x, y, seed=seed, y_err=y_err, **options)
+    result = fitter(model.with_likelihood(dataclasses.replace(likelihood, scale=sigma)), x, y, seed=seed, y_err=y_err,
+                    **options)
     info = {k: v for k, v in tuned.info.items() if not k.startswith("prior_scale")}
     return dataclasses.replace(result, info={**result.info, **info,
                                              "wall_time": result.info.get("wall_time", 0.0) + info["tune_time"]})

@@ -24,6 +24,7 @@ chunks of steps (for the progress bar and validation checks).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, NamedTuple
 
@@ -48,7 +49,7 @@ from bnn.inference._loop import (
     warn_unsettled,
 )
 from bnn.lifting import LiftedModel
-from bnn.likelihoods import NOISE_SITE, Gaussian
+from bnn.likelihoods import NOISE_SITE
 
 DEFAULT_LEARNING_RATE = 1e-2
 
@@ -295,8 +296,7 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
         options["y_err"] = y_err
     point = model.point_model()
     if noise_scale is not None:
-        point = type(point)(point.module, prior=point.prior, matmul_precision=point.matmul_precision,
-                            likelihood=Gaussian(scale=noise_scale, noise_prior_scale=model.likelihood.noise_prior_scale))
+        point = point.with_likelihood(dataclasses.replace(model.likelihood, scale=noise_scale))
     fit = fit_point(point, x, y, method="map", seed=key, **options)
     values = {s: v[0] for s, v in fit.draws.items()}
     if noise_scale is not None:
