@@ -80,10 +80,17 @@ def nll(pred: Predictions, y) -> jnp.ndarray:
     """
     if not pred.continuous:
         probs = _class_probs(pred)
-        labels = _labels(y, probs.shape[1], probs.shape[0])
-        return -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0])
-    y = _targets(y, pred.mean)
-    m, v = pred.samples, pred.variance_samples
+        return _class_nll(probs, _labels(y, probs.shape[1], probs.shape[0]))
+    return _mixture_nll(pred.samples, pred.variance_samples, _targets(y, pred.mean))
+
+
+@jax.jit
+def _class_nll(probs, labels):
+    return -jnp.log(jnp.take_along_axis(probs, labels[:, None], axis=1)[:, 0])
+
+
+@jax.jit
+def _mixture_nll(m, v, y):
     logp = -0.5 * (jnp.log(2 * jnp.pi * v) + jnp.square(y[None] - m) / v)  # (S, n, out)
     return -(logsumexp(jnp.sum(logp, axis=-1), axis=0) - jnp.log(m.shape[0]))
 
@@ -91,7 +98,11 @@ def nll(pred: Predictions, y) -> jnp.ndarray:
 def coverage(pred: Predictions, y, level: float = 0.9) -> jnp.ndarray:
     """Whether each observation lies in the central ``level`` predictive interval, ``(n, out)`` of 0/1."""
     lo, hi = pred.interval(level)
-    y = _targets(y, pred.mean)
+    return _inside(_targets(y, pred.mean), lo, hi)
+
+
+@jax.jit
+def _inside(y, lo, hi):
     return ((y >= lo) & (y <= hi)).astype(jnp.float32)
 
 

@@ -290,20 +290,29 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
         eb = None if y_err is None else jnp.asarray(_pad_rows(y_err[start:start + stop], chunk))
         m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i), linearize_at, eb)
         constant = v.shape[1] != m.shape[1]  # (S, 1, out): the same for every input
-        means.append(m[:, :stop])
-        variances.append(v if constant else v[:, :stop])
+        trim = (lambda a: a) if stop == chunk else (lambda a: a[:, :stop])  # no slicing op for a full chunk
+        means.append(trim(m))
+        variances.append(v if constant else trim(v))
         if yb is not None:
-            ys.append(yb[:, :stop])
-    samples = jnp.concatenate(means, axis=1)
+            ys.append(trim(yb))
     # a variance that does not depend on x comes back as (S, 1, out): keep one copy
-    variance_samples = variances[0] if constant else jnp.concatenate(variances, axis=1)
-    mean = jnp.mean(samples, axis=0)
+    samples, variance_samples, mean, epistemic_var, aleatoric_var = _summarise(means, variances[:1] if constant else variances)
     return Predictions(
         mean=mean,
-        epistemic_var=jnp.var(samples, axis=0),
-        aleatoric_var=jnp.broadcast_to(jnp.mean(variance_samples, axis=0), mean.shape),
+        epistemic_var=epistemic_var,
+        aleatoric_var=aleatoric_var,
         samples=samples,
         variance_samples=variance_samples,
-        y_samples=jnp.concatenate(ys, axis=1) if ys else None,
+        y_samples=(ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=1)) if ys else None,
         kind=model.likelihood.kind,
     )
+
+
+@jax.jit
+def _summarise(means: list, variances: list):
+    """The chunks joined along inputs, and the moments over draws: one program, not five eager ops."""
+    samples = jnp.concatenate(means, axis=1)
+    variance_samples = jnp.concatenate(variances, axis=1)
+    mean = jnp.mean(samples, axis=0)
+    aleatoric_var = jnp.broadcast_to(jnp.mean(variance_samples, axis=0), mean.shape)
+    return samples, variance_samples, mean, jnp.var(samples, axis=0), aleatoric_var

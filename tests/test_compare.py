@@ -28,7 +28,7 @@ def sine_table(sine_nuts):
 
 def test_sine_toy_interval_covers_and_epistemic_grows_outside_the_data(sine_nuts):
     fit = sine_nuts
-    assert fit.num_draws == 600 and fit.info["sample_stats"]["diverging"].shape == (2, 300)
+    assert fit.num_draws == 400 and fit.info["sample_stats"]["diverging"].shape == (2, 200)
     check_sine_behaviour(fit)
 
 
@@ -62,7 +62,7 @@ def test_table_columns_match_the_metrics(sine_table):
     assert table.loc["NUTS", "nll"] == pytest.approx(float(bnn.metrics.nll(pred, y_test).mean()), rel=1e-6)
     assert table.loc["NUTS", "coverage_90"] == pytest.approx(float(bnn.metrics.coverage(pred, y_test, 0.9).mean()))
     assert np.isnan(table.loc["MAP", "elpd_loo"]) and np.isfinite(table.loc["NUTS", "elpd_loo"])
-    assert table.loc["MAP", "num_draws"] == 1 and table.loc["NUTS", "num_draws"] == 600
+    assert table.loc["MAP", "num_draws"] == 1 and table.loc["NUTS", "num_draws"] == 400
 
 
 def test_pareto_k_and_missing_loo_are_warned(sine_table):

@@ -232,7 +232,8 @@ def check_decomposition(pred: bnn.Predictions, num_draws: int, n: int, out: int)
 # --- 1. sites ------------------------------------------------------------------------
 
 
-@examples(15)
+@pytest.mark.extended  # test_model checks the sites of each likelihood once
+@examples(8)
 @given(case=cases(), n=st.integers(1, 12))
 def test_sites_are_the_parameter_paths_the_likelihood_sites_and_y(case, n):
     model = case.model()
@@ -298,6 +299,7 @@ def test_sites_are_the_parameter_paths_the_likelihood_sites_and_y(case, n):
 # --- 2. log joint --------------------------------------------------------------------
 
 
+@pytest.mark.extended  # test_model checks the log joint against hand-written densities
 @examples(4)
 @given(case=cases(), n=st.integers(1, 16), x_scale=st.sampled_from([1e-2, 1.0, 30.0]))
 def test_log_joint_at_a_prior_draw_is_finite(case, n, x_scale):
@@ -313,7 +315,8 @@ def test_log_joint_at_a_prior_draw_is_finite(case, n, x_scale):
 # --- 3. prior predictive -------------------------------------------------------------
 
 
-@examples(5)
+@pytest.mark.extended  # test_model checks the prior predictive, test_fit the decomposition
+@examples(3)
 @given(case=cases(), n=st.integers(1, 12), num_samples=st.integers(1, 40))
 def test_prior_predictive_shapes_and_variance_decomposition(case, n, num_samples):
     model = case.model()
@@ -337,7 +340,7 @@ def l2_cases(draw):
     return case, prior_scale
 
 
-@examples(6)
+@examples(4)
 @given(l2=l2_cases(), n=st.integers(1, 30), theta_ratio=st.floats(0.3, 3.0))
 def test_map_objective_is_mse_plus_weight_decay(l2, n, theta_ratio):
     case, prior_scale = l2
@@ -384,7 +387,7 @@ def test_map_objective_is_mse_plus_weight_decay(l2, n, theta_ratio):
 # --- 5. posterior predictive ---------------------------------------------------------
 
 
-@examples(4)
+@examples(3)
 @given(
     case=cases(max_width=16),
     n=st.integers(2, 16),
@@ -485,7 +488,7 @@ def _standardising_error(v: np.ndarray) -> float:
     return float(16 * U * (1 + np.max(np.abs(v) / v.std(0))))
 
 
-@examples(7)
+@examples(4)
 @given(affine=affine_cases(), n=st.integers(6, 24))
 def test_normalized_fit_is_equivariant_under_affine_maps_of_the_data(affine, n):
     case, a, b, c, d = affine
