@@ -290,13 +290,13 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
         eb = None if y_err is None else jnp.asarray(_pad_rows(y_err[start:start + stop], chunk))
         m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i), linearize_at, eb)
         constant = v.shape[1] != m.shape[1]  # (S, 1, out): the same for every input
-        trim = (lambda a: a) if stop == chunk else (lambda a: a[:, :stop])  # no slicing op for a full chunk
-        means.append(trim(m))
-        variances.append(v if constant else trim(v))
+        means.append(_first_inputs(m, stop))
+        variances.append(v if constant else _first_inputs(v, stop))
         if yb is not None:
-            ys.append(trim(yb))
+            ys.append(_first_inputs(yb, stop))
     # a variance that does not depend on x comes back as (S, 1, out): keep one copy
-    samples, variance_samples, mean, epistemic_var, aleatoric_var = _summarise(means, variances[:1] if constant else variances)
+    samples, variance_samples, mean, epistemic_var, aleatoric_var = _summarise(
+        means, variances[:1] if constant else variances)
     return Predictions(
         mean=mean,
         epistemic_var=epistemic_var,
@@ -306,6 +306,11 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
         y_samples=(ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=1)) if ys else None,
         kind=model.likelihood.kind,
     )
+
+
+def _first_inputs(a: jax.Array, stop: int) -> jax.Array:
+    """``a[:, :stop]`` (draws × inputs × ...); a full chunk as it is, without a slicing op."""
+    return a if a.shape[1] == stop else a[:, :stop]
 
 
 @jax.jit
