@@ -233,7 +233,7 @@ def check_decomposition(pred: bnn.Predictions, num_draws: int, n: int, out: int)
 
 
 @pytest.mark.extended  # test_model checks the sites of each likelihood once
-@examples(8)
+@examples(15)
 @given(case=cases(), n=st.integers(1, 12))
 def test_sites_are_the_parameter_paths_the_likelihood_sites_and_y(case, n):
     model = case.model()
@@ -316,7 +316,7 @@ def test_log_joint_at_a_prior_draw_is_finite(case, n, x_scale):
 
 
 @pytest.mark.extended  # test_model checks the prior predictive, test_fit the decomposition
-@examples(3)
+@examples(5)
 @given(case=cases(), n=st.integers(1, 12), num_samples=st.integers(1, 40))
 def test_prior_predictive_shapes_and_variance_decomposition(case, n, num_samples):
     model = case.model()
