@@ -295,15 +295,15 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
         if yb is not None:
             ys.append(_first_inputs(yb, stop))
     # a variance that does not depend on x comes back as (S, 1, out): keep one copy
-    samples, variance_samples, mean, epistemic_var, aleatoric_var = _summarise(
-        means, variances[:1] if constant else variances)
+    samples, variance_samples, y_samples, mean, epistemic_var, aleatoric_var = _summarise(
+        means, variances[:1] if constant else variances, ys)
     return Predictions(
         mean=mean,
         epistemic_var=epistemic_var,
         aleatoric_var=aleatoric_var,
         samples=samples,
         variance_samples=variance_samples,
-        y_samples=(ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=1)) if ys else None,
+        y_samples=y_samples,
         kind=model.likelihood.kind,
     )
 
@@ -314,10 +314,12 @@ def _first_inputs(a: jax.Array, stop: int) -> jax.Array:
 
 
 @jax.jit
-def _summarise(means: list, variances: list):
-    """The chunks joined along inputs, and the moments over draws: one program, not five eager ops."""
+def _summarise(means: list, variances: list, ys: list):
+    """The chunks joined along inputs (``ys`` empty: no sampled y, ``None``), and the moments over
+    draws: one program, not six eager ops."""
     samples = jnp.concatenate(means, axis=1)
     variance_samples = jnp.concatenate(variances, axis=1)
+    y_samples = jnp.concatenate(ys, axis=1) if ys else None
     mean = jnp.mean(samples, axis=0)
     aleatoric_var = jnp.broadcast_to(jnp.mean(variance_samples, axis=0), mean.shape)
-    return samples, variance_samples, mean, jnp.var(samples, axis=0), aleatoric_var
+    return samples, variance_samples, y_samples, mean, jnp.var(samples, axis=0), aleatoric_var
