@@ -255,6 +255,18 @@ def test_hierarchical_chains_start_at_the_evidence_noise_scale(linear_data, exac
         np.testing.assert_allclose(weights, ridge, rtol=1e-2, atol=1e-3)  # σ itself is known to 1 %
 
 
+@pytest.mark.extended  # the quadrature test checks NUTS's scale draws on the linear model in the default run
+def test_hierarchical_nuts_draws_every_scale_site_of_a_network(sine_data):
+    """NUTS on a two-layer network with a sampled scale per weight array: each scale site has a
+    positive draw per kept draw (the chain driver's coordinates, shared with MCLMC)."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((4, 1), activation="tanh"), prior=bnn.Normal(scale=bnn.HalfNormal(1.0)),
+                    likelihood=bnn.Gaussian(scale=0.1))
+    fit = model.fit(x, y, method="nuts", num_chains=2, num_warmup=20, num_samples=10, map_options={"num_steps": 200})
+    for site in ("Dense_0.bias.scale", "Dense_0.kernel.scale", "Dense_1.bias.scale", "Dense_1.kernel.scale"):
+        assert np.asarray(fit.draws[site]).shape[0] == fit.num_draws and np.all(np.asarray(fit.draws[site]) > 0)
+
+
 def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):
     """The samplers' coordinates: log τ, and u = w / τ for the kernel. The potential must be the
     negative log joint at (τ, w) minus log |∂(τ, w)/∂(log τ, u)| = log τ + 3 log τ."""
