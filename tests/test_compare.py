@@ -68,7 +68,7 @@ def test_table_columns_match_the_metrics(sine_table):
 def test_pareto_k_and_missing_loo_are_warned(sine_table):
     _, fits, (x_test, y_test) = sine_table
     x, y = fits["NUTS"].data
-    mean_field = fits["NUTS"].model.fit(x, y, method="svi", num_steps=500, num_samples=200)
+    mean_field = fits["NUTS"].model.fit(x, y, method="svi", num_steps=500, num_samples=200, init="module")
     with pytest.warns(UserWarning, match=r"mean-field: \d+ of 40 training points have Pareto k > 0.7"):
         bnn.compare({"mean-field": mean_field}, x_test, y_test)
     import dataclasses

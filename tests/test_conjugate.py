@@ -68,6 +68,7 @@ def test_mclmc_matches_the_closed_form_within_monte_carlo_error(oracle):
     assert np.all((fit.info["energy_var"] > 5e-4 / 10) & (fit.info["energy_var"] < 5e-4 * 10)), fit.info["energy_var"]
 
 
+@pytest.mark.extended  # the conjugate MCLMC check above runs in the default run
 def test_mclmc_preconditions_a_coordinate_far_from_zero_with_a_narrow_posterior(linear_data):
     """Targets shifted by 100 under a wide prior: the bias's posterior variance ((0.3/√50)² ≈
     1.8·10⁻³) is 1.8·10⁻⁷ of its mean squared, about 3 U (U = 6·10⁻⁸, float32's unit roundoff),
@@ -146,6 +147,7 @@ def test_mean_field_svi_matches_mean_and_the_conditional_variances(oracle):
     np.testing.assert_allclose(draws.std(0), mf_sd, rtol=0.1)
 
 
+@pytest.mark.extended  # test_optimize checks that the minibatch objective is unbiased
 def test_minibatch_and_full_batch_svi_reach_the_same_optimum(oracle):
     model, x, y, mean, cov = oracle
     full = _svi(model, x, y, "normal", num_steps=8000, num_particles=4)
@@ -225,6 +227,7 @@ def _exact_log_evidence(x, y, prior_scale, noise_scale):
     return stats.multivariate_normal(np.zeros(len(x)), cov).logpdf(np.asarray(y, np.float64)[:, 0])
 
 
+@pytest.mark.extended  # the joint (prior, noise) maximiser below runs in the default run
 def test_tuned_prior_scale_maximises_the_exact_evidence(oracle):
     """The fixed point of 'maximise the Laplace evidence at the MAP, refit the MAP' is the exact
     type-II maximum likelihood for a linear-Gaussian model (the MAP's gradient vanishes, so only

@@ -76,7 +76,7 @@ def test_point_fit_exports_a_single_labelled_draw(sine_data):
 
 def test_classifier_export(sine_data):
     x, y = bnn.datasets.hill(n=30)
-    fit = bnn.BNN(bnn.MLP((4, 3)), likelihood=bnn.Categorical()).fit(x, y % 3, method="svi", num_steps=50, num_samples=10)
+    fit = bnn.BNN(bnn.MLP((4, 3)), likelihood=bnn.Categorical()).fit(x, y % 3, method="svi", num_steps=50, num_samples=10, init="module")
     tree = fit.to_arviz()
     assert tree["observed_data"]["y"].dims == ("obs",)
     assert tree["posterior_predictive"]["y"].shape == (1, 10, 30)

@@ -93,7 +93,8 @@ SHORT_RUNS = {"nuts": {"num_warmup": 5, "num_samples": 20},
               "mclmc": {"num_warmup": 30, "num_samples": 20, "thinning": 2}}
 
 
-@pytest.mark.parametrize("sampler", [pytest.param("nuts", marks=pytest.mark.extended), "mclmc"])
+@pytest.mark.extended  # an option of the chain driver (vectorized chains are the default)
+@pytest.mark.parametrize("sampler", ["nuts", "mclmc"])
 def test_sequential_chains_equal_vectorized_chains(linear_data, sampler):
     """Each chain gets the same key and start whatever the chain method (one driver for every
     sampler), so the draws agree up to rounding carried along the chain.
@@ -153,6 +154,7 @@ def test_parallel_chains_equal_vectorized_chains(tmp_path):
     assert abs(a.mean() - b.mean()) < 4 * se and abs(a.std() / b.std() - 1) < 0.15
 
 
+@pytest.mark.extended  # NUTS's twin above checks the chain driver's program cache in the default run
 def test_mclmc_warm_up_and_draws_share_one_program_across_numbers_of_draws(linear_data):
     """MCLMC's tuning phases and its draws run on one compiled kernel (the chain driver's
     ``advance``); a fit with another number of draws reuses it, and its draws continue the same

@@ -119,8 +119,8 @@ def test_an_initializer_in_param_metadata_is_used():
     pytest.param("ensemble", {"num_members": 2, "num_steps": 30}, marks=pytest.mark.extended),
     pytest.param("laplace", {"num_steps": 30, "num_samples": 5}, marks=pytest.mark.extended),
     pytest.param("svi", {"num_steps": 30, "num_samples": 5}, marks=pytest.mark.extended),
-    ("nuts", {"num_chains": 1, "num_warmup": 10, "num_samples": 5, "max_tree_depth": 3,
-              "map_options": {"num_steps": 30}}),
+    pytest.param("nuts", {"num_chains": 1, "num_warmup": 10, "num_samples": 5, "max_tree_depth": 3,
+                          "map_options": {"num_steps": 30}}, marks=pytest.mark.extended),
     pytest.param("mclmc", {"num_chains": 2, "num_warmup": 20, "num_samples": 10, "thinning": 1,
                            "map_options": {"num_steps": 30}}, marks=pytest.mark.extended),
 ])
@@ -145,6 +145,7 @@ def test_dict_priors_by_nnx_path_are_strict():
         _model(prior={"linear9.kernel": bnn.Normal(1.0), "*": bnn.Normal(1.0)}).spec(1)
 
 
+@pytest.mark.extended  # test_io's custom-network round trip runs in the default run
 def test_save_and_load_with_the_module(tmp_path):
     fit = _model(likelihood=bnn.Gaussian()).fit(X, Y, method="laplace", num_steps=30, num_samples=5)
     fit.save(tmp_path / "fit")

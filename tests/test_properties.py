@@ -340,7 +340,7 @@ def l2_cases(draw):
     return case, prior_scale
 
 
-@examples(4)
+@examples(3)
 @given(l2=l2_cases(), n=st.integers(1, 30), theta_ratio=st.floats(0.3, 3.0))
 def test_map_objective_is_mse_plus_weight_decay(l2, n, theta_ratio):
     case, prior_scale = l2
@@ -387,6 +387,7 @@ def test_map_objective_is_mse_plus_weight_decay(l2, n, theta_ratio):
 # --- 5. posterior predictive ---------------------------------------------------------
 
 
+@pytest.mark.extended  # test_fit checks the exact decomposition of a fit's draws in the default run
 @examples(3)
 @given(
     case=cases(max_width=16),
@@ -488,6 +489,7 @@ def _standardising_error(v: np.ndarray) -> float:
     return float(16 * U * (1 + np.max(np.abs(v) / v.std(0))))
 
 
+@pytest.mark.extended  # test_normalize checks a normalised fit in original units against least squares
 @examples(4)
 @given(affine=affine_cases(), n=st.integers(6, 24))
 def test_normalized_fit_is_equivariant_under_affine_maps_of_the_data(affine, n):
@@ -542,7 +544,7 @@ def power_of_two_cases(draw):
     return case, a, c if case.continuous else np.ones(case.out)
 
 
-@pytest.mark.extended  # the affine equivariance above covers normalisation
+@pytest.mark.extended  # the exact twin of the affine equivariance above
 @examples(4)
 @given(scaled=power_of_two_cases(), n=st.integers(3, 24))
 def test_normalized_fit_is_exactly_equivariant_under_power_of_two_scalings(scaled, n):

@@ -179,6 +179,7 @@ def test_nuts_ranks_are_uniform_many_replications(model):
     assert test.passed, _report(test)
 
 
+@pytest.mark.extended  # the default run checks the shipped NUTS and the negative control
 def test_laplace_through_model_fit_passes(model):
     """Any method of ``model.fit`` through ``sbc.run(method=...)``: one fit per replication, the
     function values ranked as the fit predicts them (the default linearised predictive). The

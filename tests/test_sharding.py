@@ -12,7 +12,7 @@ import bnn
 
 CODE = textwrap.dedent(
     """
-    import json, numpy as np, jax, bnn
+    import json, sys, numpy as np, jax, bnn
     x, y = bnn.datasets.sine(n=40, noise=0.1, seed=0)
     model = bnn.BNN(bnn.MLP((8, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
     runs = {
@@ -23,7 +23,8 @@ CODE = textwrap.dedent(
         "svi-minibatch": dict(method="svi", num_steps=100, batch_size=8, num_samples=5, init="module"),
     }
     out = {"devices": jax.local_device_count()}
-    for name, options in runs.items():
+    for name in sys.argv[1:]:
+        options = runs[name]
         one = model.fit(x, y, seed=0, **options)
         four = model.fit(x, y, seed=0, mesh="all", **options)
         a, b = np.asarray(one.info["loss"], np.float64), np.asarray(four.info["loss"], np.float64)
@@ -37,7 +38,19 @@ CODE = textwrap.dedent(
 )
 
 
-def test_sharded_rows_give_the_one_device_loss_trace():
+def _sharded(*runs):
+    """Run ``runs`` (names in CODE) with and without rows split over 4 host devices, in a fresh interpreter."""
+    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()  # keeps e.g. max_isa
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", CODE, *runs], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    return out
+
+
+@pytest.mark.parametrize("runs", [("map",), pytest.param(("ensemble", "svi-minibatch"), marks=pytest.mark.extended)])
+def test_sharded_rows_give_the_one_device_loss_trace(runs):
     """The same program with rows split over 4 devices differs only by the order of its sums.
 
     float32 sums of 40 terms re-associated across devices differ by a few eps32 (~1e-7
@@ -46,13 +59,8 @@ def test_sharded_rows_give_the_one_device_loss_trace():
     default and SSE4.2 code); 1e-4 leaves room for other CPUs while a wrong reduction (a missing
     all-reduce: a quarter of the rows) would be off by O(1).
     """
-    flags = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()  # keeps e.g. max_isa
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["devices"] == 4
-    for name in ("map", "ensemble", "svi-minibatch"):
+    out = _sharded(*runs)
+    for name in runs:
         assert out[name] < 1e-4, (name, out[name])
     assert "the rows must divide evenly (38 % 4 = 2)" in out["error"]
 

@@ -197,16 +197,24 @@ def test_the_one_draw_mean_field_guide_is_numpyros_autonormal():
     idx = jax.numpy.arange(0, 30, 3)
     ours = make_guide("normal", fn, values, 0.1, None)
     assert isinstance(ours, OneDrawNormal)
-    auto = autoguide.AutoNormal(fn, init_loc_fn=init_to_value(values=values), init_scale=0.1)
     svi = SVI(fn, ours, Adam(0.05), Trace_ELBO())
     state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)
     state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, lambda i, s: svi.update(s, x, y, idx)[0], s))(state)
     params = svi.get_params(state)
-    handlers.seed(auto, 0)(x, y, idx)  # AutoNormal sets itself up on a first call
 
-    log_q, trace = log_density(handlers.seed(ours, jax.random.PRNGKey(3)), (x, y, idx), {}, params)
-    drawn = {name: site["value"] for name, site in trace.items() if site["type"] == "sample"}
-    log_q_auto, _ = log_density(handlers.condition(auto, drawn), (x, y, idx), {}, params)
+    @jax.jit  # one program each: the densities' many small operations would each compile on their own
+    def ours_at_a_draw(params):
+        log_q, trace = log_density(handlers.seed(ours, jax.random.PRNGKey(3)), (x, y, idx), {}, params)
+        return log_q, {name: site["value"] for name, site in trace.items() if site["type"] == "sample"}
+
+    @jax.jit
+    def autonormal_log_q(params, drawn):
+        auto = autoguide.AutoNormal(fn, init_loc_fn=init_to_value(values=values), init_scale=0.1)
+        handlers.seed(auto, 0)(x, y, idx)  # AutoNormal sets itself up on a first call
+        return log_density(handlers.condition(auto, drawn), (x, y, idx), {}, params)[0]
+
+    log_q, drawn = ours_at_a_draw(params)
+    log_q_auto = autonormal_log_q(params, drawn)
     terms = []
     for name, value in drawn.items():
         u = np.log(np.asarray(value, np.float64)) if name == NOISE_SITE else np.asarray(value, np.float64)
@@ -230,6 +238,7 @@ def test_the_one_draw_mean_field_guide_is_numpyros_autonormal():
     assert np.abs(corr[~np.eye(len(corr), dtype=bool)]).max() < 5 / np.sqrt(num)
 
 
+@pytest.mark.extended  # two fresh interpreters: a guard for the persistent compilation cache
 def test_the_step_program_is_the_same_in_every_process():
     """JAX's persistent compilation cache finds a program by its text: SVI's step must lower to
     the same text whatever the process's string hashing (PYTHONHASHSEED), which NumPyro's
