@@ -77,6 +77,7 @@ def test_bad_specifications(make, error, match):
         ({"num_steps": 0}, ValueError, r"`num_steps` must be an int >= 1; got 0"),
         ({"num_steps": 10.5}, TypeError, r"`num_steps` must be an int"),
         ({"batch_size": 21}, ValueError, r"`batch_size` must be at most the 20 training rows; got 21"),
+        ({"batch_size": "big"}, ValueError, r"`batch_size` must be a positive int, None \(full batch\) or 'auto'; got 'big'"),
         ({"optimizer": optax.sgd(0.1), "learning_rate": 0.1}, ValueError, r"either `optimizer` or `learning_rate`"),
         ({"optimizer": "adam"}, TypeError, r"`optimizer` must be an optax GradientTransformation"),
         ({"learning_rate": -1.0}, ValueError, r"`learning_rate` must be a finite number > 0"),

@@ -133,6 +133,29 @@ def test_minibatch_map_reaches_the_full_batch_optimum(linear_data):
     assert np.allclose(_stack_linear(fit.params), exact, atol=0.02)
 
 
+def test_large_tables_train_on_minibatches_by_default():
+    """``batch_size="auto"`` (the default): full-batch steps up to 2000 training rows, 250 rows per step
+    above, and ``num_steps=None`` then runs 80 000 minibatch steps instead of 2000 full-batch ones. On 4000
+    rows of a linear model the default MAP reaches the closed-form ridge solution: the default Adam's rate
+    decays to 0, so the minibatch noise fades (the posterior sd of each weight is ~0.005 here, its error
+    far smaller: 3e-4 to 8e-4 over three seeds, on AVX and SSE4.2 code alike; 2e-3 asserted)."""
+    from bnn.inference._loop import check_num_steps
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 3)).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.7 + 0.3 * rng.normal(size=(4000, 1))).astype(np.float32)
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(0.5), likelihood=bnn.Gaussian(scale=0.3))
+    fit = model.fit(x, y, method="map")
+    assert (fit.info["batch_size"], fit.info["num_steps"]) == (250, 80_000)
+    exact, _ = ridge_posterior(x, y, 0.3, 0.5)
+    np.testing.assert_allclose(_stack_linear(fit.params), exact, atol=2e-3)
+    assert model.fit(x[:2000], y[:2000], method="map", num_steps=3).info["batch_size"] is None
+    assert model.fit(x[:2500], y[:2500], method="map", num_steps=3, validation=0.2).info["batch_size"] is None  # 2000 rows train
+    members = model.fit(x, y, method="ensemble", num_members=2, num_steps=3)
+    assert (members.info["batch_size"], members.info["num_steps"]) == (250, 3)
+    assert (check_num_steps(None, None), check_num_steps(None, 100)) == (2000, 80_000)  # a batch_size given too
+
+
 def test_learned_noise_mle_is_least_squares_and_rms_residual(linear_data):
     """Linear regression with a learned σ: the MLE is ordinary least squares, σ̂ = RMS residual.
 

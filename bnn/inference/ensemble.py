@@ -28,6 +28,7 @@ import optax
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
+    check_num_steps,
     for_run,
     make_optimizer,
     resolve_mesh,
@@ -113,10 +114,10 @@ def fit_ensemble(
     seed=0,
     num_members: int = 10,
     objective: str = "map",
-    num_steps: int = 2000,
+    num_steps: int | None = None,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float | None = None,
-    batch_size: int | None = None,
+    batch_size: int | str | None = "auto",
     validation=None,
     patience: int = 10,
     eval_every: int | None = None,
@@ -155,13 +156,13 @@ def fit_ensemble(
     """
     objective = _checks.one_of(objective, "objective", OBJECTIVES)
     num_members = _checks.positive_int(num_members, "num_members")
-    num_steps = _checks.positive_int(num_steps, "num_steps")
     patience = _checks.positive_int(patience, "patience")
     optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
     rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
+    num_steps = check_num_steps(num_steps, rows.batch_size)
     n, num_features, transforms = rows.n, rows.num_features, rows.transforms
     starts = _member_starts(model, rows.x, rows.y, jax.random.split(rows.key, num_members))
     u0 = {k: transforms[k].inv(v) for k, v in starts.items()}

@@ -51,7 +51,7 @@ from jax.flatten_util import ravel_pytree
 
 from bnn import _checks
 from bnn.fit import Fit
-from bnn.inference._loop import for_run, make_optimizer
+from bnn.inference._loop import FULL_BATCH_STEPS, for_run, make_optimizer
 from bnn.inference.chains import FlatLayout
 from bnn.inference.optimize import DEFAULT_LEARNING_RATE, fit_point
 from bnn.lifting import LiftedModel
@@ -311,7 +311,11 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     sigma0 = 1.0 if y_err is not None else max(float(np.std(y)), 1e-3)
     first = _rescaled(model, 1.0, dataclasses.replace(likelihood, scale=sigma0)) if learned_noise else model
     map_fit = fit_point(first, x, y, method="map", seed=seed, y_err=y_err, **map_options)
-    num_steps = int(map_options.get("num_steps", map_fit.info["num_steps"]))
+    # the refits below run on every row: as long as a full-batch MAP fit, whatever batches the first fit drew
+    num_steps = map_options.get("num_steps")
+    if num_steps is None:
+        num_steps = map_fit.info["num_steps"] if map_fit.info["batch_size"] is None else FULL_BATCH_STEPS
+    num_steps = int(num_steps)
     if map_options.get("optimizer") is not None:
         refit_optimizer, refit_steps = map_options["optimizer"], num_steps
     else:

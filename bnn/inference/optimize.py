@@ -37,6 +37,7 @@ from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference._loop import (
     check_batch_size,
+    check_num_steps,
     chunk_length,
     draw_batch,
     for_run,
@@ -141,10 +142,10 @@ def fit_point(
     y,
     method: str = "map",
     seed=0,
-    num_steps: int = 2000,
+    num_steps: int | None = None,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float | None = None,
-    batch_size: int | None = None,
+    batch_size: int | str | None = "auto",
     init_params=None,
     validation=None,
     patience: int = 10,
@@ -161,12 +162,14 @@ def fit_point(
       method: ``"mle"`` or ``"map"``.
       seed: int or JAX key; the start is ``model.init_params(x, seed)`` unless
         ``init_params`` is given.
-      num_steps: optimiser steps.
+      num_steps: optimiser steps; ``None`` (default): 2000 full-batch steps, or 80 000 minibatch steps.
       optimizer: any optax transformation; those that need the loss value (``optax.lbfgs``)
         receive it. Default: Adam whose rate decays from ``learning_rate`` (1e-2) to 0 over
         ``num_steps`` by a half cosine, so the last iterate settles at the optimum.
       learning_rate: peak learning rate of the default Adam (not allowed with ``optimizer``).
-      batch_size: rows per step (drawn with replacement); ``None`` = full batch.
+      batch_size: rows per step (drawn with replacement); ``None`` = full batch; ``"auto"`` (default):
+        full batch up to 2000 training rows, 250 rows per step above (see
+        :data:`bnn.inference._loop.FULL_BATCH_ROWS`).
       init_params: starting Flax variables ``{"params": ...}`` (or ``{path: array}``).
       validation: a fraction of the rows to hold out, or ``(x_val, y_val)`` (``(x_val, y_val,
         y_err_val)`` when fitting with ``y_err``); then the
@@ -188,13 +191,13 @@ def fit_point(
       a warning says so when it had not) and, with validation, ``val_loss`` and ``best_step``.
     """
     method = _checks.one_of(method, "method", ("mle", "map"))
-    num_steps = _checks.positive_int(num_steps, "num_steps")
     patience = _checks.positive_int(patience, "patience")
     optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
     rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
+    num_steps = check_num_steps(num_steps, rows.batch_size)
     init = model.initial_values(rows.x, rows.y, rows.key, init_params)
     u0 = {k: rows.transforms[k].inv(v) for k, v in init.items()}
     chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
@@ -261,7 +264,8 @@ def train(model: LiftedModel, rows: TrainingRows, step, state0, data, num_steps:
     state, losses, done = run_in_chunks(lambda state, *steps: step(state, *steps, data), state0, num_steps, key,
                                         eval_every, desc, progress_bar, None if stopper is None else stopper.update)
     settled, change = _judge(losses)
-    info = {"loss": losses, "num_steps": done, "num_train": rows.n, "settled": settled, "loss_change": change}
+    info = {"loss": losses, "num_steps": done, "num_train": rows.n, "batch_size": rows.batch_size, "settled": settled,
+            "loss_change": change}
     if stopper is not None:
         state = (stopper.best_u, *state[1:])
         info.update(val_loss=np.asarray(stopper.history), best_step=stopper.best_step if members else
