@@ -150,7 +150,7 @@ def fit_ensemble(
 
     Returns:
       a :class:`bnn.Fit` with ``num_members`` draws; ``info`` holds ``loss``
-      ``(steps, members)``, ``num_members``, ``objective``, ``num_steps``, ``settled`` (every
+      ``(steps, members)``, ``num_members``, ``objective``, ``num_steps``, ``batch_size``, ``settled`` (every
       member's loss had settled), ``wall_time`` and, with validation, ``val_loss``
       ``(checks, members)`` and ``best_step`` ``(members,)``.
     """

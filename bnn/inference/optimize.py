@@ -186,7 +186,8 @@ def fit_point(
 
     Returns:
       a :class:`bnn.Fit` with one draw; ``info`` holds ``loss`` (per step),
-      ``num_steps`` run, ``wall_time``, ``settled`` / ``loss_change`` (whether the loss had
+      ``num_steps`` run, ``batch_size`` (rows per step, ``None`` for full batch), ``wall_time``,
+      ``settled`` / ``loss_change`` (whether the loss had
       stopped falling over the last 5 % of steps, see :func:`bnn.inference._loop.loss_settled`;
       a warning says so when it had not) and, with validation, ``val_loss`` and ``best_step``.
     """
