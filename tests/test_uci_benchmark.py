@@ -34,6 +34,18 @@ def test_parse_splits():
         uci.parse_splits("19-20")
 
 
+def test_results_are_revised_only_where_the_training_default_changed():
+    """The benchmark keeps its own copy of the table size above which point fits train on minibatches
+    (it uses only the public API): it must be the package's, or its records would be judged stale or
+    current on the wrong tables."""
+    from bnn.inference._loop import FULL_BATCH_ROWS
+
+    uci = _benchmark()
+    assert uci.FULL_BATCH_ROWS == FULL_BATCH_ROWS
+    assert uci.revision("ensemble", FULL_BATCH_ROWS) + 1 == uci.revision("ensemble", FULL_BATCH_ROWS + 1)
+    assert uci.revision("mclmc", FULL_BATCH_ROWS) == uci.revision("mclmc", FULL_BATCH_ROWS + 1)
+
+
 @needs_uci
 @pytest.mark.slow  # every method on one split: 20 s
 def test_one_fast_split_and_report(tmp_path):
