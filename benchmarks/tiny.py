@@ -46,6 +46,8 @@ METHODS: dict[str, tuple[str, dict, object]] = {
     "mclmc-hier-noise": ("mclmc", {"tune_prior": True}, bnn.Normal(scale=bnn.HalfNormal(1.0))),
     "laplace-tuned": ("laplace", {"tune_prior": True}, bnn.Normal(1.0)),
     "laplace-layerwise": ("laplace", {"tune_prior": "layerwise"}, bnn.Normal(1.0)),
+    "ensemble": ("ensemble", {}, bnn.Normal(1.0)),
+    "ensemble-full": ("ensemble", {"validation": None}, bnn.Normal(1.0)),
 }
 LABELS = {
     "ols": "least squares",
@@ -56,6 +58,8 @@ LABELS = {
     "mclmc-hier-noise": "MCLMC, HalfNormal(1) scales, noise by the evidence",
     "laplace-tuned": "Laplace, `tune_prior=True`",
     "laplace-layerwise": "Laplace, layerwise tuned",
+    "ensemble": "Ensemble (10 MAP; early stopping on 10 % of the rows, the default)",
+    "ensemble-full": "Ensemble, members trained to the optimum (`validation=None`)",
 }
 TABLES = ("linnerud", "yacht:32:0", "yacht:32:1", "energy:32:0", "energy:32:1", "wine-quality-red:32:0",
           "wine-quality-red:32:1", "diabetes:32:0", "diabetes:32:1", "yacht:100:0", "energy:100:0",

@@ -41,7 +41,8 @@ def test_every_method_gives_the_same_fit_surface(method, kind, method_fit):
     assert fit.num_draws == DRAWS[method]
     kernel = fit.samples["params"]["Dense_0"]["kernel"]
     assert kernel.shape == (DRAWS[method], x.shape[1], 5)
-    assert fit.info["wall_time"] > 0 and fit.info["num_train"] == 40
+    # the ensemble holds out 10 % of a small table for early stopping by default
+    assert fit.info["wall_time"] > 0 and fit.info["num_train"] == (36 if method == "ensemble" else 40)
     if fit.is_point:
         assert fit.params["params"]["Dense_0"]["kernel"].shape == (x.shape[1], 5)
     else:

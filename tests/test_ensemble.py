@@ -22,7 +22,7 @@ def test_every_member_reaches_the_ridge_solution(linear_data):
     closed-form ridge solution (decaying Adam, float32 round-off: ~1e-5 relative)."""
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
-    fit = model.fit(x, y, method="ensemble", num_members=4, num_steps=3000)
+    fit = model.fit(x, y, method="ensemble", num_members=4, num_steps=3000, validation=None)
     exact, _ = ridge_posterior(x, y, NOISE, PRIOR)
     members = _stack_members(fit)
     assert members.shape == (4, 4)
@@ -34,7 +34,8 @@ def test_mle_members_with_learned_noise_are_least_squares(linear_data):
     """objective='mle' with a learned σ: OLS and the RMS residual, per member (closed forms)."""
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), likelihood=bnn.Gaussian())
-    fit = model.fit(x, y, method="ensemble", objective="mle", num_members=3, num_steps=4000, learning_rate=3e-2)
+    fit = model.fit(x, y, method="ensemble", objective="mle", num_members=3, num_steps=4000, learning_rate=3e-2,
+                    validation=None)
     X = np.concatenate([x.astype(np.float64), np.ones((len(x), 1))], axis=1)
     beta = np.linalg.lstsq(X, y.astype(np.float64)[:, 0], rcond=None)[0]
     rms = np.sqrt(np.mean(np.square(X @ beta - y[:, 0])))
@@ -52,7 +53,8 @@ def test_each_member_is_the_map_fit_from_its_own_start(sine_data):
     therefore pinned at 100 steps, where the amplification stays well inside 1e-5."""
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((10, 10, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
-    ens = model.fit(x, y, method="ensemble", seed=7, num_members=3, num_steps=100, optimizer=optax.adam(1e-2))
+    ens = model.fit(x, y, method="ensemble", seed=7, num_members=3, num_steps=100, optimizer=optax.adam(1e-2),
+                    validation=None)
     keys = jax.random.split(jax.random.PRNGKey(7), 3)
     for m in range(3):
         single = model.fit(x, y, method="map", seed=keys[m], num_steps=100, optimizer=optax.adam(1e-2))
@@ -97,9 +99,30 @@ def test_early_stopping_is_per_member(sine_data):
     assert info["num_steps"] == info["best_step"].max() + 5 * 100  # the last member to stop ends training
 
 
+def test_members_stop_early_by_default_on_small_tables_only(sine_data):
+    """validation='auto' is validation=0.1 on tables of 10 to 2000 rows (the same fit, draw for draw) and
+    None above 2000 rows and for anchored members."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((8, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
+    auto = model.fit(x, y, method="ensemble", num_members=3, num_steps=300, eval_every=50)
+    held = model.fit(x, y, method="ensemble", num_members=3, num_steps=300, eval_every=50, validation=0.1)
+    assert auto.info["validation"] == 0.1 and auto.info["num_train"] == len(x) - round(0.1 * len(x))
+    for site in held.draws:
+        np.testing.assert_array_equal(np.asarray(auto.draws[site]), np.asarray(held.draws[site]), err_msg=site)
+    np.testing.assert_array_equal(auto.info["best_step"], held.info["best_step"])
+    anchored = model.fit(x, y, method="ensemble", num_members=2, num_steps=10, anchored=True)
+    assert anchored.info["validation"] is None and anchored.info["num_train"] == len(x)
+    tuned = model.fit(x, y, method="ensemble", num_members=2, num_steps=10, tune_prior=True, tune_options={"num_steps": 50})
+    assert tuned.info["validation"] is None and tuned.info["num_train"] == len(x)
+    big_x = np.linspace(-1, 1, 2001, dtype=np.float32)[:, None]
+    big = model.fit(big_x, np.sin(3 * big_x), method="ensemble", num_members=2, num_steps=10)
+    assert big.info["validation"] is None and big.info["num_train"] == 2001 and "val_loss" not in big.info
+
+
 @pytest.mark.parametrize("options,match", [
     ({"num_members": 0}, "`num_members` must be an int >= 1"),
     ({"objective": "vi"}, "`objective` must be one of 'map', 'mle'"),
+    ({"validation": "early"}, "`validation` must be 'auto', None, a fraction of the rows"),
 ])
 def test_bad_ensemble_options(sine_data, options, match):
     x, y = sine_data
