@@ -91,6 +91,7 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "laplace-layerwise": ("laplace", {"tune_prior": "layerwise"}, "Laplace, layerwise tuned prior"),
     "mclmc-layerwise": ("mclmc", {"tune_prior": "layerwise"}, "MCLMC, layerwise tuned prior"),
     "mclmc-hier-noise": ("mclmc", {"tune_prior": True}, "MCLMC, HalfNormal(1) scales, noise by the evidence"),
+    "sgmcmc": ("sgmcmc", {}, "SG-MCMC (cyclical SGHMC, 4 chains)"),
 }
 #: methods fitted on a model other than :func:`make_model`'s (the prior): name -> prior
 PRIORS: dict[str, object] = {m: bnn.Normal(scale=bnn.HalfNormal(1.0)) for m in ("nuts-hier", "mclmc-hier", "mclmc-hier-noise")}
@@ -150,6 +151,7 @@ FAST: dict[str, dict] = {
                         "tune_options": {"num_steps": 50}},
     "mclmc-hier-noise": {"num_chains": 2, "num_warmup": 300, "num_samples": 20, "thinning": 1,
                          "tune_options": {"num_steps": 50}},
+    "sgmcmc": {"num_chains": 2, "num_cycles": 2, "cycle_length": 50, "draws_per_cycle": 2, "map_options": {"num_steps": 50}},
 }
 
 LEVEL = 0.9
@@ -288,6 +290,9 @@ def _fit_details(method: str, fit: bnn.Fit, data) -> dict:
         out["final_loss"] = float(np.mean(loss[-1]))
     if "noise_scale" in info and fit.normalizer is not None:
         out["tuned_noise_scale"] = float(info["noise_scale"]) * float(np.asarray(fit.normalizer.y_scale).ravel()[0])
+    if fit.method == "sgmcmc":
+        diag = bnn.diagnose(fit, data.x_test)
+        out["function_rhat_max"] = _finite(np.nanmax(diag.function_rhat))
     if fit.method == "mclmc":
         out["step_size"] = np.asarray(info["step_size"]).tolist()
         out["L"] = np.asarray(info["L"]).tolist()
@@ -618,9 +623,10 @@ def _extras(dataset: str, by: dict) -> list[str]:
             noise = [x["tuned_noise_scale"] for x in det if "tuned_noise_scale" in x]
             if noise:
                 parts.append("noise scale " + ", ".join(f"{v:.3g}" for v in noise) + " (original units)")
-        if m in ("nuts", "nuts-module", "nuts-tuned", "nuts-hier"):
+        if m in ("nuts", "nuts-module", "nuts-tuned", "nuts-hier", "sgmcmc"):
             parts.append("divergences " + ", ".join(str(int(x.get("num_divergences", 0))) for x in det))
-            parts.append("mean leapfrog steps " + ", ".join(f"{x['mean_leapfrog_steps']:.0f}" for x in det))
+            if m != "sgmcmc":
+                parts.append("mean leapfrog steps " + ", ".join(f"{x['mean_leapfrog_steps']:.0f}" for x in det))
             rh = [x.get("function_rhat_max") for x in det if x.get("function_rhat_max") is not None]
             if rh:
                 parts.append("worst function-space R-hat on the test inputs " + ", ".join(f"{v:.3f}" for v in rh))

@@ -21,3 +21,5 @@ LAPLACE = 5
 MCLMC = 6
 #: the evidence tuning behind the MAP starts of a hierarchical model's chains (inside a sampler's stream)
 NOISE_START = 7
+#: SG-MCMC chains: their starts, preconditioners, minibatches and noise
+SGMCMC = 8

@@ -169,7 +169,7 @@ def run_demo(out: Path, fast: bool = False, seed: int = 0) -> dict:
 
 
 LIKELIHOODS = ("gaussian", "heteroscedastic", "bernoulli", "categorical")
-FIT_METHODS = ("auto", "map", "ensemble", "laplace", "svi", "nuts", "mclmc")
+FIT_METHODS = ("auto", "map", "ensemble", "laplace", "svi", "nuts", "mclmc", "sgmcmc")
 #: `bnn fit --method auto`: MCLMC chains up to this many rows, a deep ensemble above (see RECOMMENDATION)
 AUTO_SAMPLER_ROWS = 2000
 
@@ -184,7 +184,7 @@ PRIORS = ("auto", "hierarchical", "tuned", "fixed")
 
 
 #: `bnn fit --prior auto` samples the prior scales with these methods (on small tables)
-HIERARCHICAL_METHODS = ("mclmc", "nuts")
+HIERARCHICAL_METHODS = ("mclmc", "nuts", "sgmcmc")
 
 
 def auto_prior(rows: int, method: str) -> str:

@@ -43,7 +43,7 @@ WEIGHT_RHAT_NOTE = 1.1
 ESS_PER_CHAIN = 100
 
 #: methods whose draws come as Markov chains (chain diagnostics apply)
-CHAIN_METHODS = ("nuts", "mclmc")
+CHAIN_METHODS = ("nuts", "mclmc", "sgmcmc")
 
 _NUTS_STATS = {
     "diverging": "diverging",

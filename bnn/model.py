@@ -97,7 +97,9 @@ class BNN(LiftedModel):
             * ``"ensemble"`` — ``num_members`` MAP (or MLE) fits from different starts, trained
               in one vectorised program, :func:`bnn.inference.ensemble.fit_ensemble`;
             * ``"mclmc"`` — BlackJAX microcanonical Langevin chains from MAP fits,
-              :func:`bnn.inference.mclmc.fit_mclmc`.
+              :func:`bnn.inference.mclmc.fit_mclmc`;
+            * ``"sgmcmc"`` — cyclical stochastic-gradient HMC (or Langevin) chains on minibatches
+              from MAP fits, :func:`bnn.inference.sgmcmc.fit_sgmcmc`.
           seed: int or JAX key.
           normalize: standardise inputs (and, for continuous likelihoods, targets) with the
             training mean and std before fitting; predictions come back in original units.
@@ -116,8 +118,8 @@ class BNN(LiftedModel):
         if self.hierarchical and method in POINT_METHODS:
             raise ValueError(
                 f"method={method!r} optimises the weights, and a sampled prior scale (bnn.HalfNormal hyperprior) "
-                "has no useful mode: jointly with the weights it collapses to 0. Sample it (method='nuts', 'mclmc' "
-                "or 'svi'), or use a fixed-scale prior chosen by the evidence (tune_prior=True)."
+                "has no useful mode: jointly with the weights it collapses to 0. Sample it (method='nuts', 'mclmc', "
+                "'sgmcmc' or 'svi'), or use a fixed-scale prior chosen by the evidence (tune_prior=True)."
             )
         if not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be True or False; got {normalize!r}.")

@@ -649,13 +649,21 @@ def run(model: BNN, x, x_test=None, num_replications: int = 100, num_draws: int 
 def _fit_each(model: BNN, sims: Simulations, x_test, method: str, num_draws: int, key, options: dict):
     """``model.fit`` per replication: the :class:`Posterior` and the function values ``(R, L, m, out)`` at ``x_test``."""
     start = time.perf_counter()
-    num_chains = int(options.get("num_chains", 1)) if method in ("nuts", "mclmc") else 1
+    num_chains = int(options.get("num_chains", 1)) if method in ("nuts", "mclmc", "sgmcmc") else 1
     if num_draws % num_chains:
         raise ValueError(f"`num_draws` ({num_draws}) must be a multiple of num_chains ({num_chains}).")
+    per_chain = num_draws // num_chains
+    if method == "sgmcmc":  # its draws per chain are cycles x draws per cycle
+        per_cycle = int(options.get("draws_per_cycle", 1))
+        if per_chain % per_cycle:
+            raise ValueError(f"draws per chain ({per_chain}) must be a multiple of draws_per_cycle ({per_cycle}).")
+        count = {"num_cycles": per_chain // per_cycle, "draws_per_cycle": per_cycle}
+    else:
+        count = {"num_samples": per_chain}
+    options = {k: v for k, v in options.items() if k != "draws_per_cycle"}
     draws, f_test = [], []
     for r in range(sims.y.shape[0]):
-        fit = model.fit(sims.x, sims.y[r], method=method, seed=jax.random.fold_in(key, r),
-                        num_samples=num_draws // num_chains, **options)
+        fit = model.fit(sims.x, sims.y[r], method=method, seed=jax.random.fold_in(key, r), **count, **options)
         draws.append(fit.draws)
         if x_test is not None:
             f_test.append(fit.predict(_as_inputs(x_test, "x_test")).samples)

@@ -38,6 +38,7 @@ ORACLE_MODULES = {
     "test_priors",
     "test_properties",
     "test_sbc",
+    "test_sgmcmc",
     "test_sharding",
     "test_svi",
 }
@@ -101,6 +102,7 @@ METHOD_OPTIONS = {
     "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
     "ensemble": {"num_members": 6, "num_steps": 200},
     "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 15, "map_options": {"num_steps": 200}},
+    "sgmcmc": {"num_chains": 2, "num_cycles": 3, "cycle_length": 40, "draws_per_cycle": 5, "map_options": {"num_steps": 200}},
 }
 #: likelihood name -> (constructor, output width)
 LIKELIHOODS = {

@@ -73,7 +73,7 @@ def test_bad_specifications(make, error, match):
 @pytest.mark.parametrize(
     "options,error,match",
     [
-        ({"method": "adam"}, ValueError, r"`method` must be one of 'mle', 'map', 'nuts', 'svi', 'laplace', 'ensemble', 'mclmc'; got 'adam'"),
+        ({"method": "adam"}, ValueError, r"`method` must be one of 'mle', 'map', 'nuts', 'svi', 'laplace', 'ensemble', 'mclmc', 'sgmcmc'; got 'adam'"),
         ({"num_steps": 0}, ValueError, r"`num_steps` must be an int >= 1; got 0"),
         ({"num_steps": 10.5}, TypeError, r"`num_steps` must be an int"),
         ({"batch_size": 21}, ValueError, r"`batch_size` must be at most the 20 training rows; got 21"),

@@ -51,6 +51,8 @@ def _fit(precision: str, linear_data, method: str, **options):
     pytest.param("svi", {"guide": "fullrank", "num_steps": 300, "num_samples": 50}, marks=pytest.mark.extended),
     pytest.param("nuts", {"num_chains": 1, "num_warmup": 100, "num_samples": 100}, marks=pytest.mark.extended),
     pytest.param("mclmc", {"num_chains": 2, "num_warmup": 100, "num_samples": 100}, marks=pytest.mark.extended),
+    pytest.param("sgmcmc", {"num_chains": 2, "num_cycles": 2, "cycle_length": 100, "draws_per_cycle": 5},
+                 marks=pytest.mark.extended),
 ])
 def test_every_method_runs_in_float64(linear_data, method, options):
     fit, pred = _fit("float64", linear_data, method, **options)

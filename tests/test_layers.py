@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"diagnostics", "io"},                         # ArviZ export, convergence; the file format
     {"fit"},                                       # Fit: one result type for every method
     {"inference._loop", "inference.optimize", "inference.chains"},  # optimisation driver; MLE / MAP; chain driver
-    {"inference.mcmc", "inference.mclmc", "inference.svi", "inference.laplace", "inference.ensemble",
+    {"inference.mcmc", "inference.mclmc", "inference.sgmcmc", "inference.svi", "inference.laplace", "inference.ensemble",
      "inference.evidence"},                        # the methods; evidence tuning of any method's prior
     {"inference"},                                 # the method table
     {"model"},                                     # BNN: fit, prior_predictive; load
