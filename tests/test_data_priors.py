@@ -153,7 +153,7 @@ def test_anchored_members_are_exact_posterior_draws_of_the_linear_model(linear_d
     assert np.abs(np.corrcoef(draws.T) - cov / np.outer(sd, sd)).max() < 4 / np.sqrt(members)
     assert fit.info["anchored"]
     # plain members all reach the one MAP: no spread at all
-    plain = model.fit(x, y, method="ensemble", num_members=4, num_steps=2000)
+    plain = model.fit(x, y, method="ensemble", num_members=4, num_steps=2000, validation=None)
     assert np.asarray(plain.draws["Dense_0.bias"]).std() < 1e-3 * sd[-1]
     with pytest.raises(ValueError, match="needs objective='map'"):
         model.fit(x, y, method="ensemble", anchored=True, objective="mle", num_steps=10)

@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from numpyro.diagnostics import effective_sample_size
 
 import bnn
 
@@ -101,9 +102,10 @@ def test_sequential_chains_equal_vectorized_chains(linear_data, sampler):
 
     Batched and one-chain programs round differently (~1e-7). NUTS's 25 iterations of ~14 leapfrog
     steps amplify that to ~4e-7 here: far inside 1e-4. MCLMC's tuner turns energy errors into its
-    step size and L, which amplifies it further (measured: 7e-9 with jax 0.12.0, 5e-3 with 0.12.1),
-    so its draws are compared at a tenth of their spread (0.65): a chain run with another chain's
-    key or start differs by about the spread itself.
+    step size and L and amplifies that rounding without bound: identical draws under SSE4.2, but on
+    an AVX machine one chain's tuned step size came out 0.078 in one program and 0.105 in the other,
+    and its draws then follow another path. So MCLMC's two runs are compared as two samples of one
+    posterior: per coordinate, means within 4 Monte Carlo standard errors (each from its own ESS).
     """
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.3))
@@ -113,7 +115,12 @@ def test_sequential_chains_equal_vectorized_chains(linear_data, sampler):
     assert runs["sequential"].info["chain_method"] == "sequential"
     assert runs["vectorized"].info["num_divergences"] == 0
     a, b = (np.asarray(runs[m].draws["Dense_0.kernel"]) for m in ("sequential", "vectorized"))
-    np.testing.assert_allclose(a, b, atol=1e-4 if sampler == "nuts" else 0.1 * a.std())
+    if sampler == "nuts":
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    else:
+        mcse = [d.std(0)[:, 0] / np.sqrt(np.asarray(effective_sample_size(d[:, :, 0].reshape(3, -1, d.shape[1]))))
+                for d in (a.astype(np.float64), b.astype(np.float64))]
+        np.testing.assert_array_less(np.abs(a.mean(0) - b.mean(0))[:, 0], 4 * np.hypot(*mcse))
     assert runs["sequential"].info["sample_stats"]["diverging"].shape == (3, 20)
 
 

@@ -288,7 +288,7 @@ def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serve
     assert program._cache_size() == 1  # one XLA executable: the number of steps is an argument
 
 
-@pytest.mark.parametrize("method, options", [("map", {}), pytest.param("ensemble", {"num_members": 2}, marks=pytest.mark.extended),
+@pytest.mark.parametrize("method, options", [("map", {}), pytest.param("ensemble", {"num_members": 2, "validation": None}, marks=pytest.mark.extended),
                                              pytest.param("svi", {"num_samples": 5}, marks=pytest.mark.extended)])
 def test_a_fit_does_not_depend_on_how_its_steps_are_chunked(sine_data, capsys, method, options):
     """Step ``i`` draws its minibatch from ``fold_in(key, i)``, and one compiled program runs any
