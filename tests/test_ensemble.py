@@ -101,7 +101,7 @@ def test_early_stopping_is_per_member(sine_data):
 
 def test_members_stop_early_by_default_on_small_tables_only(sine_data):
     """validation='auto' is validation=0.1 on tables of 10 to 2000 rows (the same fit, draw for draw) and
-    None above 2000 rows and for anchored members."""
+    None above 2000 rows (and, in the extended test below, for anchored members and a tuned prior)."""
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((8, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
     auto = model.fit(x, y, method="ensemble", num_members=3, num_steps=300, eval_every=50)
@@ -110,13 +110,19 @@ def test_members_stop_early_by_default_on_small_tables_only(sine_data):
     for site in held.draws:
         np.testing.assert_array_equal(np.asarray(auto.draws[site]), np.asarray(held.draws[site]), err_msg=site)
     np.testing.assert_array_equal(auto.info["best_step"], held.info["best_step"])
+    big_x = np.linspace(-1, 1, 2001, dtype=np.float32)[:, None]
+    big = model.fit(big_x, np.sin(3 * big_x), method="ensemble", num_members=2, num_steps=10)
+    assert big.info["validation"] is None and big.info["num_train"] == 2001 and "val_loss" not in big.info
+
+
+@pytest.mark.extended  # the default's two exceptions on a small table: each a further program to compile
+def test_anchored_and_tuned_members_train_to_the_optimum_by_default(sine_data):
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((8, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
     anchored = model.fit(x, y, method="ensemble", num_members=2, num_steps=10, anchored=True)
     assert anchored.info["validation"] is None and anchored.info["num_train"] == len(x)
     tuned = model.fit(x, y, method="ensemble", num_members=2, num_steps=10, tune_prior=True, tune_options={"num_steps": 50})
     assert tuned.info["validation"] is None and tuned.info["num_train"] == len(x)
-    big_x = np.linspace(-1, 1, 2001, dtype=np.float32)[:, None]
-    big = model.fit(big_x, np.sin(3 * big_x), method="ensemble", num_members=2, num_steps=10)
-    assert big.info["validation"] is None and big.info["num_train"] == 2001 and "val_loss" not in big.info
 
 
 @pytest.mark.parametrize("options,match", [
