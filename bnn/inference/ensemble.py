@@ -45,7 +45,7 @@ OBJECTIVES = ("map", "mle")
 #: ``validation="auto"``: this fraction of the rows held out for early stopping on tables of
 #: :data:`AUTO_VALIDATION_MIN_ROWS` to :data:`bnn.inference._loop.FULL_BATCH_ROWS` rows, none outside.
 #: Measured on the UCI tables of 277-1439 rows (20 splits) and on 20-442-row tables by
-#: cross-validation: held-out log-likelihood better on every one, e.g. yacht -3.38 -> -0.90 and a
+#: cross-validation: held-out log-likelihood better on every one, e.g. yacht -3.38 -> -0.88 and a
 #: 32-row red-wine table -19 139 -> -1.33 (``benchmarks/UCI.md``, ``benchmarks/TINY.md``); above
 #: 2000 rows (minibatch training) early stopping scored lower on kin8nm and power.
 AUTO_VALIDATION = 0.1
