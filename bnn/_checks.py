@@ -59,13 +59,19 @@ def one_of(value: Any, name: str, choices: Iterable[str]) -> str:
     return value
 
 
-def level(value: Any, name: str = "level") -> float:
-    """A probability strictly between 0 and 1."""
+def level(value: Any, name: str = "level", allow_zero: bool = False) -> float:
+    """A probability strictly between 0 and 1; with ``allow_zero`` a share in [0, 1) (a bool is refused
+    there, where ``False`` would pass as 0)."""
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
     try:
+        if allow_zero and isinstance(value, bool):
+            raise TypeError
         out = float(value)
     except (TypeError, ValueError):
-        raise TypeError(f"`{name}` must be a number in (0, 1); got {type(value).__name__} {value!r}.") from None
-    if not 0.0 < out < 1.0:
+        raise TypeError(f"`{name}` must be a number in {interval}; got {type(value).__name__} {value!r}.") from None
+    if allow_zero and not 0.0 <= out < 1.0:
+        raise ValueError(f"`{name}` must lie in [0, 1); got {value!r}.")
+    if not allow_zero and not 0.0 < out < 1.0:
         raise ValueError(f"`{name}` must lie strictly between 0 and 1; got {value!r}.")
     return out
 

@@ -136,7 +136,7 @@ def fit_sgmcmc(
     sampler = _checks.one_of(sampler, "sampler", SAMPLERS)
     step_size = DEFAULT_STEP_SIZE[sampler] if step_size is None else _checks.positive_float(step_size, "step_size")
     friction = _checks.positive_float(friction, "friction")
-    exploration = _check_share(exploration)
+    exploration = _checks.level(exploration, "exploration", allow_zero=True)
     sampling_steps = int(cycle_length * (1 - exploration))
     if draws_per_cycle > sampling_steps:
         raise ValueError(f"`draws_per_cycle` must be at most the {sampling_steps} sampling steps of a cycle "
@@ -162,15 +162,6 @@ def fit_sgmcmc(
         0, chain_method, start, batch_size=batch, sampler=sampler, cycle_length=cycle_length, num_cycles=num_cycles,
         kept=kept, restarts=restarts, **tuned)
     return Fit(model=model, method="sgmcmc", draws=run.draws, num_features=run.x.shape[1], info=info, y_err=run.y_err)
-
-
-def _check_share(exploration) -> float:
-    if isinstance(exploration, bool) or not isinstance(exploration, (int, float, np.floating)):
-        raise TypeError(f"`exploration` must be a number in [0, 1); got {exploration!r}.")
-    exploration = float(exploration)
-    if not 0.0 <= exploration < 1.0:
-        raise ValueError(f"`exploration` must lie in [0, 1); got {exploration!r}.")
-    return exploration
 
 
 def kept_steps(num_cycles: int, cycle_length: int, draws_per_cycle: int, sampling_steps: int) -> np.ndarray:
