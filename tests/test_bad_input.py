@@ -94,6 +94,15 @@ def test_bad_fit_options(model, options, error, match):
         model.fit(X, Y, **options)
 
 
+def test_bad_laplace_rank(model):
+    with pytest.raises(ValueError, match=r"`rank` applies to hessian='lowrank' only; got rank=5 with hessian='ggn'"):
+        model.fit(X, Y, method="laplace", rank=5, num_steps=1)
+    with pytest.raises(ValueError, match=r"`rank` must be an int >= 1; got 0"):
+        model.fit(X, Y, method="laplace", hessian="lowrank", rank=0, num_steps=1)
+    with pytest.raises(ValueError, match=r"tune_prior needs the GGN's whole spectrum"):
+        model.fit(X, Y, method="laplace", hessian="lowrank", tune_prior=True, num_steps=1)
+
+
 def test_predict_on_inputs_of_the_wrong_width(fitted):
     with pytest.raises(ValueError, match=r"`x` must have 1 feature column\(s\), as the data the model was fitted on; got shape \(5, 2\)"):
         fitted.predict(np.zeros((5, 2)))

@@ -79,6 +79,19 @@ MIN_REFIT_STEPS = 100
 REFIT_RATE_FRACTION = 0.1
 
 
+def _fisher_root(model: LiftedModel, f_star, ys, params):
+    """``Λ^½`` per row ``(n, w, w)``: the square root of each row's output-space Fisher block of the
+    likelihood at the network outputs ``f_star`` ``(n, w)``."""
+    grad_f = jax.grad(lambda f: model.likelihood.ggn_loss(f, f_star, ys, params))
+    width = f_star.shape[1]
+    # The output-space Hessian is block diagonal over rows, so one Hessian-vector product per
+    # output column with an all-ones direction gives every row's block: (n, w, w).
+    blocks = jnp.stack([jax.jvp(grad_f, (f_star,), (jnp.zeros_like(f_star).at[:, k].set(1.0),))[1]
+                        for k in range(width)], axis=-1)
+    w, u = jnp.linalg.eigh(0.5 * (blocks + jnp.swapaxes(blocks, -1, -2)))
+    return jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)
+
+
 def whitened_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es, prior_std):
     """Eigenvalues ``λ`` ``(k,)`` and eigenvectors ``V`` ``(d, k)`` of ``S G S`` (S = diag(prior_std),
     G the GGN), with ``k = min(n · outputs, d)`` (the other eigenvalues of ``S G S`` are 0), and
@@ -94,17 +107,65 @@ def whitened_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es
     params = point if es is None else {**point, Y_ERR: es}
     f_star = model.apply({**point, **unravel(theta_star)}, xs)                        # (n, w)
     jac = jax.jacfwd(lambda t: model.apply({**point, **unravel(t)}, xs))(theta_star)  # (n, w, d)
-    grad_f = jax.grad(lambda f: model.likelihood.ggn_loss(f, f_star, ys, params))
-    width = f_star.shape[1]
-    # The output-space Hessian is block diagonal over rows, so one Hessian-vector product per
-    # output column with an all-ones direction gives every row's block: (n, w, w).
-    blocks = jnp.stack([jax.jvp(grad_f, (f_star,), (jnp.zeros_like(f_star).at[:, k].set(1.0),))[1]
-                        for k in range(width)], axis=-1)
-    w, u = jnp.linalg.eigh(0.5 * (blocks + jnp.swapaxes(blocks, -1, -2)))
-    root = jnp.einsum("nij,nj,nkj->nik", u, jnp.sqrt(jnp.clip(w, 0.0, None)), u)         # Λ^½ per row
+    root = _fisher_root(model, f_star, ys, params)
     a = jnp.einsum("nij,njd->nid", root, jac).reshape(-1, jac.shape[-1]) * prior_std[None, :]
     _, singular, vt = jnp.linalg.svd(a, full_matrices=False)
     return jnp.square(singular), vt.T, a
+
+
+#: ``hessian="lowrank"``: extra random directions of the range finder beyond the rank, its power
+#: (subspace) iterations, and how many directions one pass over the rows carries at a time (memory:
+#: rows × hidden units × this many activations).
+LOWRANK_OVERSAMPLE = 10
+LOWRANK_POWER_ITERATIONS = 2
+LOWRANK_CHUNK = 16
+
+
+def lowrank_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es, prior_std, rank: int, key):
+    """The ``rank`` largest eigenvalues ``λ`` ``(k,)`` and their eigenvectors ``V`` ``(d, k)`` of
+    ``S G S``, without forming G or its square root (``k = min(rank, n · outputs, d)``).
+
+    A randomised SVD (Halko, Martinsson & Tropp 2011, Algorithms 4.4 and 5.1) of
+    ``A = Λ^½ J S`` touches A only through products: ``A v`` is a Jacobian-vector product of
+    the network at θ* (a forward pass), ``Aᵀ u`` a vector-Jacobian product (a backward pass),
+    :data:`LOWRANK_CHUNK` directions at a time. A Gaussian test matrix of ``rank`` +
+    :data:`LOWRANK_OVERSAMPLE` columns, :data:`LOWRANK_POWER_ITERATIONS` subspace iterations
+    (each re-orthonormalised), then the exact SVD of the small ``B = Qᵀ A``. The λ are those of
+    ``S G S`` compressed onto the found subspace, so each is at most the exact one (Cauchy
+    interlacing); where the subspace holds the whole row space of A (``rank + oversample ≥
+    n · outputs`` or ``≥ d``) they are the exact nonzero spectrum. Memory: O((n · outputs + d) ·
+    (rank + oversample)).
+    """
+    params = point if es is None else {**point, Y_ERR: es}
+    dim = theta_star.shape[0]
+
+    def net(t, x):
+        return model.apply({**point, **unravel(t)}, x)
+
+    f_star, jvp = jax.linearize(lambda t: net(t, xs), theta_star)
+    _, vjp = jax.vjp(lambda t: net(t, xs), theta_star)
+    root = _fisher_root(model, f_star, ys, params)                                     # (n, w, w)
+    rows = f_star.shape[0] * f_star.shape[1]
+
+    def times_a(v):   # (d,) -> (n·w,)
+        return jnp.einsum("nij,nj->ni", root, jvp(prior_std * v)).reshape(-1)
+
+    def times_at(u):  # (n·w,) -> (d,)
+        return prior_std * vjp(jnp.einsum("nji,nj->ni", root, u.reshape(f_star.shape)))[0]
+
+    def columns(fn, m):  # fn applied to each column of m: (p, l) -> (q, l)
+        return jax.lax.map(fn, m.T, batch_size=LOWRANK_CHUNK).T
+
+    width = min(rank + LOWRANK_OVERSAMPLE, dim)
+    omega = jax.random.normal(key, (dim, width), dtype=theta_star.dtype)
+    q, _ = jnp.linalg.qr(columns(times_a, omega))                                      # (n·w, l')
+    for _ in range(LOWRANK_POWER_ITERATIONS):
+        z, _ = jnp.linalg.qr(columns(times_at, q))                                     # (d, l')
+        q, _ = jnp.linalg.qr(columns(times_a, z))
+    b = columns(times_at, q).T                                                         # Qᵀ A: (l', d)
+    _, singular, vt = jnp.linalg.svd(b, full_matrices=False)
+    keep = min(rank, rows, dim)
+    return jnp.square(singular[:keep]), vt[:keep].T
 
 
 def scaled_prior(prior, factor: float):

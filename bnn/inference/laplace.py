@@ -8,6 +8,12 @@
   where ``J = ∂f/∂θ`` and ``Λ`` is the Fisher information of the likelihood in the
   network outputs (for Gaussian, Bernoulli and Categorical likelihoods, the Hessian of
   ``−log p(y | f)``). It is positive definite even where the MAP is not fully converged.
+* ``hessian="lowrank"`` — the GGN's ``rank`` largest eigen-directions (in prior-whitened
+  coordinates) and the prior precision on the rest: ``S⁻¹ (I + V Λ Vᵀ) S⁻¹`` with
+  ``S = diag(prior std)`` and ``V`` ``(d, rank)`` from a randomised SVD of the GGN's square root
+  that only runs the network forwards and backwards (:func:`bnn.inference.evidence.lowrank_spectrum`).
+  Nothing of size ``d × d`` is formed, so it fits networks far beyond ``MAX_DIM`` parameters;
+  as ``rank`` reaches the GGN's rank (at most rows × outputs, and ``d``) it is ``"ggn"`` exactly.
 
 ``subset="all"`` uses every network parameter (a dense ``d × d`` matrix: for small
 nets); ``"last_layer"`` only the last layer (the top-level module with the highest
@@ -49,11 +55,13 @@ import numpy as np
 from bnn import _checks, _keys
 from bnn.fit import Fit
 from bnn.inference.chains import FlatLayout
-from bnn.inference.evidence import LAYERWISE, check_tune_prior, prior_stds, tune, whitened_spectrum
+from bnn.inference.evidence import LAYERWISE, check_tune_prior, lowrank_spectrum, prior_stds, tune, whitened_spectrum
 from bnn.inference.optimize import fit_point
 from bnn.lifting import LiftedModel, run_once
 
-HESSIANS = ("ggn", "full")
+HESSIANS = ("ggn", "full", "lowrank")
+#: ``hessian="lowrank"``'s default number of eigen-directions
+DEFAULT_RANK = 100
 PREDICTIVES = ("glm", "nn")
 MAX_DIM = 10_000
 
@@ -80,7 +88,7 @@ def select_paths(paths: tuple[str, ...], subset) -> tuple[str, ...]:
     raise ValueError(f"`subset` must be 'all', 'last_layer' or a list of path patterns; got {subset!r}.")
 
 
-def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
+def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int, rank: int | None = None):
     """One jitted program: the precision at θ*, draws from Normal(θ*, H⁻¹), the evidence, and a
     flag that the factorisation succeeded.
 
@@ -89,7 +97,8 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
     root (:func:`_whitened_spectrum`), so H is positive definite by construction and accurate in
     float32 even when G is ill-conditioned (a small noise scale), where a Cholesky factorisation
     of the formed H fails. The exact Hessian has no such structure and is factorised by
-    Cholesky (non-finite where it is not positive definite).
+    Cholesky (non-finite where it is not positive definite). ``"lowrank"`` takes the top ``rank``
+    eigenpairs of S G S (:func:`lowrank_spectrum`) and returns no precision (``None``).
     """
 
     def run(theta_star, point, xs, ys, es, key, prior_std):
@@ -101,7 +110,8 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
             return -(log_prior + jnp.sum(log_lik))
 
         dim = theta_star.shape[0]
-        z = jax.random.normal(key, (num_samples, dim))
+        z = jax.random.normal(key, (num_samples, dim), dtype=theta_star.dtype)
+        spectrum = None
         if hessian == "full":
             precision = jax.hessian(neg_log_joint)(theta_star)
             precision = 0.5 * (precision + precision.T)
@@ -111,9 +121,14 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
             half_log_det = jnp.sum(jnp.log(jnp.diag(chol)))
             ok = jnp.all(jnp.isfinite(chol))
         else:
-            eigenvalues, vectors, root = whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
-            fisher_root = root / prior_std[None, :]                        # Λ^½ J: G = (Λ^½ J)ᵀ (Λ^½ J)
-            precision = fisher_root.T @ fisher_root + jnp.diag(1.0 / jnp.square(prior_std))
+            if hessian == "ggn":
+                eigenvalues, vectors, root = whitened_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std)
+                fisher_root = root / prior_std[None, :]                    # Λ^½ J: G = (Λ^½ J)ᵀ (Λ^½ J)
+                precision = fisher_root.T @ fisher_root + jnp.diag(1.0 / jnp.square(prior_std))
+            else:  # the top eigenpairs only: the prior alone in the other directions
+                eigenvalues, vectors = lowrank_spectrum(model, unravel, theta_star, point, xs, ys, es, prior_std,
+                                                        rank, jax.random.fold_in(key, 1))
+                spectrum, precision = (eigenvalues, vectors), None
             # (I + V Λ Vᵀ)^(-1/2) = I + V ((1 + Λ)^(-1/2) − 1) Vᵀ for orthonormal columns V, so
             # θ = θ* + S (I + V Λ Vᵀ)^(-1/2) z has covariance S (I + S G S)⁻¹ S = H⁻¹.
             shrink = 1.0 / jnp.sqrt(1.0 + eigenvalues) - 1.0
@@ -122,7 +137,7 @@ def _laplace(model: LiftedModel, hessian: str, unravel, num_samples: int):
             ok = jnp.all(jnp.isfinite(eigenvalues)) & jnp.all(jnp.isfinite(vectors))
         thetas = theta_star[None, :] + offsets
         log_evidence = -neg_log_joint(theta_star) + 0.5 * dim * jnp.log(2 * jnp.pi) - half_log_det
-        return precision, thetas, log_evidence, ok
+        return precision, thetas, log_evidence, ok, spectrum
 
     return run_once(run)  # once per fit: the GGN, its factorisation and the draws
 
@@ -133,6 +148,7 @@ def fit_laplace(
     y,
     seed=0,
     hessian: str = "ggn",
+    rank: int | None = None,
     subset="all",
     num_samples: int = 1000,
     predictive: str = "glm",
@@ -146,7 +162,9 @@ def fit_laplace(
 
     Args:
       model, x, y, seed: as in :meth:`bnn.BNN.fit`.
-      hessian: ``"ggn"`` (default) or ``"full"``.
+      hessian: ``"ggn"`` (default), ``"full"`` or ``"lowrank"`` (see the module docs).
+      rank: ``hessian="lowrank"`` only: how many of the GGN's eigen-directions to keep
+        (default :data:`DEFAULT_RANK`, at most the number of parameters).
       subset: ``"all"``, ``"last_layer"`` or a list of parameter path patterns.
       num_samples: posterior draws to take from the Gaussian.
       predictive: ``"glm"`` (linearised network, default) or ``"nn"``.
@@ -164,13 +182,24 @@ def fit_laplace(
 
     Returns:
       a :class:`bnn.Fit` with ``num_samples`` draws; ``info`` holds ``map`` (the MAP fit),
-      ``subset`` (paths), ``precision`` (H, ``(d, d)``), ``log_evidence`` (the Laplace
-      estimate of ``log p(y)``) and ``wall_time``.
+      ``subset`` (paths), ``precision`` (H, ``(d, d)``; ``"lowrank"``: ``eigenvalues`` ``(k,)`` and
+      ``eigenvectors`` ``(d, k)`` of ``S G S`` instead, S = diag(prior std)), ``log_evidence`` (the
+      Laplace estimate of ``log p(y)``; with ``"lowrank"`` from the kept eigenvalues only, an upper
+      bound of the ``"ggn"`` one) and ``wall_time``.
     """
     hessian = _checks.one_of(hessian, "hessian", HESSIANS)
+    if hessian == "lowrank":
+        rank = DEFAULT_RANK if rank is None else _checks.positive_int(rank, "rank")
+    elif rank is not None:
+        raise ValueError(f"`rank` applies to hessian='lowrank' only; got rank={rank!r} with hessian={hessian!r}.")
     predictive = _checks.one_of(predictive, "predictive", PREDICTIVES)
     num_samples = _checks.positive_int(num_samples, "num_samples")
     tune_prior = check_tune_prior(tune_prior)
+    if tune_prior and hessian == "lowrank":
+        raise ValueError(
+            "tune_prior needs the GGN's whole spectrum, and hessian='lowrank' keeps its largest eigenvalues only: "
+            "an evidence without the rest favours a wider prior and a smaller noise scale. Tune the prior with "
+            "hessian='ggn' on a smaller network or a subset (e.g. subset='last_layer'), or fix the prior scale.")
     if tune_options is not None and not tune_prior:
         raise ValueError("`tune_options` apply with tune_prior=True only.")
     start = time.perf_counter()
@@ -196,16 +225,18 @@ def fit_laplace(
     point = {k: v[0] for k, v in map_fit.draws.items()}
     theta_star, unravel = FlatLayout.ravel({p: point[p] for p in selected})
     dim = theta_star.shape[0]
-    if dim > MAX_DIM:
+    if dim > MAX_DIM and hessian != "lowrank":
         raise ValueError(
-            f"the Laplace precision would be {dim} × {dim}; use subset='last_layer' or a smaller list of paths "
-            f"(at most {MAX_DIM} parameters)."
+            f"the Laplace precision would be {dim} × {dim}; use hessian='lowrank', subset='last_layer' or a smaller "
+            f"list of paths (at most {MAX_DIM} parameters)."
         )
+    if hessian == "lowrank":
+        rank = min(rank, dim)
     xs, ys, es = jax.tree.map(jnp.asarray, (x, y, y_err))
     key = jax.random.fold_in(_checks.as_seed_key(seed), _keys.LAPLACE)
-    program = model.program(_laplace, hessian=hessian, unravel=unravel, num_samples=num_samples)
+    program = model.program(_laplace, hessian=hessian, unravel=unravel, num_samples=num_samples, rank=rank)
     prior_std = prior_stds(spec, selected)
-    precision, thetas, log_evidence, ok = program(theta_star, point, xs, ys, es, key, prior_std)
+    precision, thetas, log_evidence, ok, spectrum = program(theta_star, point, xs, ys, es, key, prior_std)
     if not bool(ok):
         hint = ("use hessian='ggn', run the MAP longer (num_steps=...), or pick a smaller subset"
                 if hessian == "full" else
@@ -219,7 +250,8 @@ def fit_laplace(
         "hessian": hessian,
         "predictive": predictive,
         "subset": selected,
-        "precision": np.asarray(precision),
+        **({"precision": np.asarray(precision)} if spectrum is None else
+           {"rank": rank, "eigenvalues": np.asarray(spectrum[0]), "eigenvectors": np.asarray(spectrum[1])}),
         "mean": np.asarray(theta_star),
         "log_evidence": float(log_evidence),
         "wall_time": time.perf_counter() - start,
