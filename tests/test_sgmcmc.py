@@ -68,6 +68,8 @@ def test_minibatch_sghmc_samples_the_conjugate_posterior():
     ({"draws_per_cycle": 600, "cycle_length": 1000}, ValueError, "`draws_per_cycle` must be at most the 500 sampling steps"),
     ({"step_size": -0.1}, ValueError, "`step_size`"),
     ({"batch_size": 41}, ValueError, "`batch_size` must be at most the 40 training rows"),
+    ({"mesh": "all", "chain_method": "sequential"}, ValueError, "`mesh` splits the rows of vectorised chains"),
+    ({"mesh": "gpu"}, ValueError, "`mesh` must be None, 'all' or a jax.sharding.Mesh"),
 ])
 def test_bad_sgmcmc_options(sine_data, options, error, match):
     x, y = sine_data

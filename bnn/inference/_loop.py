@@ -278,13 +278,14 @@ def check_num_steps(num_steps, batch_size: int | None) -> int:
 
 
 def resolve_mesh(mesh):
-    """``mesh=`` of the optimisers: ``None``, ``"all"`` (every local device) or a one-axis ``jax.sharding.Mesh``."""
+    """``mesh=`` of the data-parallel methods: ``None``, ``"all"`` (every device: after
+    ``jax.distributed.initialize()``, those of every process) or a one-axis ``jax.sharding.Mesh``."""
     if mesh is None:
         return None
     if isinstance(mesh, str):
         if mesh != "all":
             raise ValueError(f"`mesh` must be None, 'all' or a jax.sharding.Mesh; got {mesh!r}.")
-        return jax.sharding.Mesh(np.asarray(jax.local_devices()), ("data",))
+        return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
     if not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"`mesh` must be None, 'all' or a jax.sharding.Mesh; got {type(mesh).__name__}.")
     if len(mesh.axis_names) != 1:
@@ -297,7 +298,9 @@ def shard_rows(data, mesh, n: int):
 
     Parameters and optimiser state stay replicated (the jitted programs receive them
     uncommitted), so XLA runs the per-row work on every device and sums the loss and
-    gradients across them: data parallelism. ``n`` rows must divide evenly.
+    gradients across them: data parallelism. ``n`` rows must divide evenly. With several
+    processes (``jax.distributed``) every process passes the same full arrays and each places
+    the rows of its own devices.
     """
     if mesh is None:
         return data

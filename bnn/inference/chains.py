@@ -43,7 +43,7 @@ from jax.flatten_util import ravel_pytree
 from numpyro.infer.util import potential_energy
 
 from bnn import _checks, _keys
-from bnn.inference._loop import progress
+from bnn.inference._loop import progress, shard_rows
 from bnn.inference.optimize import map_start
 from bnn.lifting import LiftedModel
 
@@ -104,17 +104,19 @@ def resolve_chain_method(chain_method: str | None, num_chains: int) -> str:
 
 def run_chains(model: LiftedModel, kernel: Callable[..., Kernel], settings: dict, prepared: Prepared,
                chain_method: str, num_iterations: int, keep: slice, health: Health, progress_bar: bool,
-               name: str) -> ChainRun:
+               name: str, mesh=None) -> ChainRun:
     """Run the chains of ``kernel`` from ``prepared`` (:func:`prepare_chains`) for ``num_iterations``
     iterations and keep ``keep`` of them.
 
     ``settings`` are the kernel's keyword settings (its compiled program is cached under them);
-    ``chain_method`` as checked by :func:`resolve_chain_method`.
+    ``chain_method`` as checked by :func:`resolve_chain_method`; ``mesh`` (resolved, or None): the
+    training rows split over its devices (:func:`bnn.inference._loop.shard_rows`).
     """
     x, y, y_err, key_run, _, starts, unravel = prepared
     keys = jax.random.split(key_run, int(starts.shape[0]))
-    flat, stats = sample(model, kernel, settings, unravel, starts, keys, jax.tree.map(jnp.asarray, (x, y, y_err)),
-                         chain_method, num_iterations, progress_bar, name)
+    data = shard_rows(jax.tree.map(jnp.asarray, (x, y, y_err)), mesh, x.shape[0])
+    flat, stats = sample(model, kernel, settings, unravel, starts, keys, data, chain_method, num_iterations,
+                         progress_bar, name)
     flat, stats = flat[:, keep], {k: v[:, keep] for k, v in stats.items()}  # (chains, kept, ...)
     samples = jax.vmap(unravel)(jnp.asarray(flat.reshape((-1,) + flat.shape[2:])))
     draws = constrained_draws(model, samples, x.shape[1])

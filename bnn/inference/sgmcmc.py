@@ -54,7 +54,7 @@ from blackjax.sgmcmc import diffusions
 
 from bnn import _checks, _keys
 from bnn.fit import Fit
-from bnn.inference._loop import check_batch_size, draw_batch, recorded_loop
+from bnn.inference._loop import check_batch_size, draw_batch, recorded_loop, resolve_mesh
 from bnn.inference.chains import CHUNK, Health, Kernel, prepare_chains, resolve_chain_method, run_chains
 from bnn.inference.evidence import start_noise_scale
 from bnn.lifting import LiftedModel
@@ -100,6 +100,7 @@ def fit_sgmcmc(
     chain_method: str | None = None,
     progress_bar: bool = False,
     y_err=None,
+    mesh=None,
 ) -> Fit:
     """Sample the posterior with cyclical stochastic-gradient MCMC chains on minibatches.
 
@@ -119,6 +120,10 @@ def fit_sgmcmc(
       friction: SGHMC's friction ``alpha`` (per unit of time; 1 is about critical damping for a
         coordinate of unit posterior width).
       init, map_options, chain_method, progress_bar, y_err: as for :func:`bnn.inference.mclmc.fit_mclmc`.
+      mesh: data parallelism: ``"all"`` (every device) or a one-axis ``jax.sharding.Mesh``: the
+        training rows are split over its devices (the row count must divide evenly) for the MAP
+        starts and the chains, whose minibatches gather their rows from every device; the
+        draws are those of one device up to the order of the sums.
 
     Returns:
       a :class:`bnn.Fit` with ``num_chains * num_cycles * draws_per_cycle`` draws (chain-major);
@@ -142,16 +147,21 @@ def fit_sgmcmc(
         raise ValueError(f"`draws_per_cycle` must be at most the {sampling_steps} sampling steps of a cycle "
                          f"(cycle_length={cycle_length}, exploration={exploration}); got {draws_per_cycle}.")
     chain_method = resolve_chain_method(chain_method, num_chains)
+    mesh = resolve_mesh(mesh)
+    if mesh is not None and chain_method != "vectorized":
+        raise ValueError(f"`mesh` splits the rows of vectorised chains; got chain_method={chain_method!r}.")
 
     start = time.perf_counter()
     n = int(model.check_data(x, y)[0].shape[0])
     batch = check_batch_size(batch_size, n)  # before the chains' MAP starts are fitted
+    if mesh is not None:
+        map_options = {"mesh": mesh, **(map_options or {})}
     prepared = prepare_chains(model, x, y, y_err, seed, _keys.SGMCMC, init, num_chains, map_options, start_noise_scale)
     settings = dict(n=n, batch_size=batch, cycle_length=cycle_length, exploration=exploration, step_size=step_size,
                     friction=friction, sampler=sampler)
     kept = kept_steps(num_cycles, cycle_length, draws_per_cycle, sampling_steps)
     run = run_chains(model, _sgmcmc_kernel, settings, prepared, chain_method, num_cycles * cycle_length, kept, HEALTH,
-                     progress_bar, "sgmcmc")
+                     progress_bar, "sgmcmc", mesh)
     stats = dict(run.stats)
     tuned = {"step_size": stats.pop("peak")[:, 0], "curvature": stats.pop("curvature")[:, 0]}
     restarts = stats.pop("restarts")[:, -1]  # the last step is kept: every restart of the run
