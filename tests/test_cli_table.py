@@ -34,6 +34,7 @@ def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     assert code == 0 and str(fit_dir) in out
     report = (fit_dir / "report.md").read_text()
     assert (fit_dir / "fit.png").stat().st_size > 0 and "| rmse |" in report
+    assert "gaussian likelihood (auto)" in report  # 48 rows: one learned noise scale
     code, _, _ = _run(capsys, "predict", fit_dir, table / "new.csv", "--out", tmp_path / "p.csv", "--level", "0.8")
     assert code == 0
     got = pd.read_csv(tmp_path / "p.csv")
@@ -149,6 +150,7 @@ def test_held_out_coverage_below_0_8_is_a_warning(tmp_path, capsys):
     assert cli.auto_prior(30, "mclmc") == cli.auto_prior(30, "nuts") == "hierarchical"
     assert cli.auto_prior(30, "laplace") == cli.auto_prior(30, "svi") == "tuned"
     assert cli.auto_prior(big, "ensemble") == cli.auto_prior(big, "mclmc") == "fixed"
+    assert cli.auto_likelihood(cli.AUTO_SAMPLER_ROWS) == "gaussian" and cli.auto_likelihood(big) == "heteroscedastic"
 
 
 def test_cross_validate_pools_the_folds_of_hand_written_fits():
