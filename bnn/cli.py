@@ -292,11 +292,18 @@ def run_fit(args) -> Path:
     from bnn.compare import cross_validate
 
     features = [c.strip() for c in args.features.split(",") if c.strip()] if args.features else None
-    frame = tables.read_table(args.data, None if features is None else features + [args.target])
+    drop = [c.strip() for c in args.drop.split(",") if c.strip()] if args.drop else []
+    if drop and features:
+        raise tables.TableError("give either `--features` (the inputs) or `--drop` (columns left out), not both.")
+    if args.target in drop:
+        raise tables.TableError(f"the target {args.target!r} is also listed in `--drop`.")
+    classes_ok = args.likelihood in ("bernoulli", "categorical")
+    frame = tables.read_table(args.data, None if features is None else features + [args.target],
+                              labels=args.target if classes_ok else None, drop_missing=args.drop_missing, exclude=drop)
     if args.target not in frame.columns:
         raise tables.TableError(f"{str(args.data)!r} has no column {args.target!r}; its columns are "
                                 f"{', '.join(repr(c) for c in frame.columns)}.")
-    x, y, features = tables.training_arrays(frame, args.target, features, args.likelihood, args.data)
+    x, y, features, classes = tables.training_arrays(frame, args.target, features, args.likelihood, args.data)
     out = Path(args.out)
     _output_folder(out, tables.COLUMNS_FILE)
     method = auto_method(len(x)) if args.method == "auto" else args.method
@@ -312,12 +319,13 @@ def run_fit(args) -> Path:
         heldout = (cross_validate(model, x, y, method=method, folds=args.cv, seed=args.seed, **options)
                    if args.cv else None)
     with io.replacing(out) as folder:  # an interrupted run leaves an earlier fit in `out` as it was
-        _write_fit_folder(folder, fit, model, args, features, x, y, heldout, method, prior, likelihood, seen)
+        _write_fit_folder(folder, fit, model, args, features, x, y, heldout, method, prior, likelihood, seen,
+                          classes, frame.attrs["dropped_rows"])
     return out / "report.md"
 
 
 def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, method, prior, likelihood,
-                      seen) -> None:
+                      seen, classes=None, dropped: int = 0) -> None:
     """The files of ``bnn fit``'s output: the saved fit, its columns, the report and its figure."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -327,11 +335,13 @@ def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, m
 
     out = Path(args.out)
     io.write(fit, folder)
-    tables.Columns(tuple(features), args.target, likelihood).save(folder)
+    tables.Columns(tuple(features), args.target, likelihood, classes).save(folder)
 
     pred = fit.predict(x)
     lines = [f"# bnn fit: {Path(args.data).name}", "",
-             f"Target {args.target!r} from {len(features)} feature(s): {', '.join(features)}; {len(x)} rows.",
+             f"Target {args.target!r} from {len(features)} feature(s): {', '.join(features)}; {len(x)} rows"
+             + (f" ({dropped} row(s) with empty cells dropped, --drop-missing)" if dropped else "") + "."
+             + (f" Classes: {', '.join(classes)} (coded 0 to {len(classes) - 1})." if classes else ""),
              f"Model: MLP {args.hidden + (model.spec(x.shape[1]).out,)} {args.activation}, prior {model.prior!r}, "
              f"{likelihood} likelihood{' (auto)' if args.likelihood == 'auto' else ''}, inputs and targets "
              "standardised (normalize=True).",
@@ -394,6 +404,7 @@ def run_predict(args) -> str:
     level = _checks.level(args.level, "--level")
     frame = tables.read_table(args.data, list(columns.features))
     pred = fit.predict(frame.to_numpy(np.float32))
+    names = columns.classes
     out = {}
     if pred.continuous:
         lo, hi = pred.interval(level)
@@ -402,13 +413,14 @@ def run_predict(args) -> str:
             out[name] = np.asarray(value)[:, 0]
     else:
         probs = np.asarray(pred.probs)
-        if pred.kind == "binary":  # one column: P(y = 1)
-            out["prob_1"] = probs[:, 0]
-            out["predicted"] = (probs[:, 0] > 0.5).astype(int)
+        if pred.kind == "binary":  # one column: P(y = 1), the second class
+            out[f"prob_{names[1] if names else 1}"] = probs[:, 0]
+            predicted = (probs[:, 0] > 0.5).astype(int)
         else:
             for k in range(probs.shape[1]):
-                out[f"prob_{k}"] = probs[:, k]
-            out["predicted"] = probs.argmax(axis=1)
+                out[f"prob_{names[k] if names else k}"] = probs[:, k]
+            predicted = probs.argmax(axis=1)
+        out["predicted"] = np.asarray(names)[predicted] if names else predicted
         out["entropy"] = np.asarray(pred.entropy).reshape(len(frame))
         out["mutual_information"] = np.asarray(pred.mutual_information).reshape(len(frame))
     text = pd.DataFrame(out).to_csv(index=False)
@@ -433,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     fit.add_argument("data", type=Path, help="the CSV file")
     fit.add_argument("--target", required=True, help="the column to predict")
     fit.add_argument("--features", default=None, help="comma-separated input columns (default: every other column)")
+    fit.add_argument("--drop", default=None, help="comma-separated columns to leave out of the inputs (e.g. an identifier)")
+    fit.add_argument("--drop-missing", action="store_true",
+                     help="drop rows with an empty cell in the columns used (default: refuse them); the report counts them")
     fit.add_argument("--method", choices=FIT_METHODS, default="auto",
                      help=f"inference method (default auto: mclmc up to {AUTO_SAMPLER_ROWS} rows, ensemble above)")
     fit.add_argument("--prior", choices=PRIORS, default="auto",

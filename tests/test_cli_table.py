@@ -97,6 +97,34 @@ def test_categorical_predictions_are_class_probabilities(table, tmp_path, capsys
     assert (got["mutual_information"] >= -1e-6).all() and (got["mutual_information"] <= got["entropy"] + 1e-6).all()
 
 
+def test_text_classes_and_empty_cells(tmp_path, capsys):
+    """A class column of text fits with --likelihood categorical and predicts by class name; an identifier
+    column is left out with --drop; rows with an empty cell are dropped on request and counted."""
+    rng = np.random.default_rng(1)
+    n = 60
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    species = np.where(a > 0.5, "fox", np.where(a < -0.5, "cat", "dog"))
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "a": a, "b": b, "species": species})
+    frame.loc[4, "b"] = np.nan
+    frame.to_csv(tmp_path / "animals.csv", index=False)
+    frame[["a", "b"]].iloc[5:12].to_csv(tmp_path / "new.csv", index=False)
+    argv = ("fit", tmp_path / "animals.csv", "--target", "species", "--likelihood", "categorical", "--drop", "id",
+            "--method", "map", "--hidden", "8", "--prior", "fixed", "--cv", "0", "--out", tmp_path / "fit")
+    code, _, err = _run(capsys, *argv)
+    assert code == 1 and "`--drop-missing` drops such rows" in err
+    code, _, err = _run(capsys, *argv, "--drop-missing")
+    assert code == 0, err
+    report = (tmp_path / "fit" / "report.md").read_text()
+    assert "59 rows (1 row(s) with empty cells dropped, --drop-missing)" in report
+    assert "Classes: cat, dog, fox (coded 0 to 2)" in report
+    code, out, _ = _run(capsys, "predict", tmp_path / "fit", tmp_path / "new.csv")
+    got = pd.read_csv(__import__("io").StringIO(out))
+    assert code == 0 and list(got.columns[:4]) == ["prob_cat", "prob_dog", "prob_fox", "predicted"]
+    probs = got[["prob_cat", "prob_dog", "prob_fox"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert list(got["predicted"]) == list(np.array(["cat", "dog", "fox"])[probs.argmax(1)])
+
+
 def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
     data = table / "data.csv"
     pd.DataFrame({"a": [1.0, 2.0, None, 4.0, 5.0, 6.0], "y": [1.0, 2.0, 3.0, None, 5.0, 6.0]}).to_csv(tmp_path / "gaps.csv", index=False)
@@ -112,7 +140,10 @@ def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
         (("fit", tmp_path / "nope.csv", "--target", "y", "--out", tmp_path / "o"), r"'.*nope.csv' does not exist"),
         (("fit", data, "--target", "z", "--features", "a", "--out", tmp_path / "o"), r"has no column 'z'; its columns are 'a', 'b', 'y', 'label', 'note'"),
         (("fit", data, "--target", "y", "--features", "a,c", "--out", tmp_path / "o"), r"has no column 'c'"),
-        (("fit", data, "--target", "y", "--out", tmp_path / "o"), r"column\(s\) 'note' are not numeric"),
+        (("fit", data, "--target", "y", "--out", tmp_path / "o"), r"column\(s\) 'note' hold text; .*`--drop note`"),
+        (("fit", data, "--target", "y", "--drop", "zz", "--out", tmp_path / "o"), r"`--drop`: .* has no column 'zz'"),
+        (("fit", data, "--target", "y", "--drop", "note", "--features", "a", "--out", tmp_path / "o"), r"either `--features`"),
+        (("fit", data, "--target", "note", "--features", "a", "--out", tmp_path / "o"), r"column\(s\) 'note' hold text.*`--likelihood categorical`"),
         (("fit", tmp_path / "gaps.csv", "--target", "y", "--out", tmp_path / "o"), r"empty or non-numeric cells in column\(s\) 'a', 'y' at data row\(s\) 3, 4"),
         (("fit", tmp_path / "short.csv", "--target", "y", "--out", tmp_path / "o"), r"has 2 data row\(s\); fitting needs at least 5"),
         (("fit", data, "--target", "y", "--features", "a", "--out", blocker), r"--out '.*a_file' is a file, not a folder"),
