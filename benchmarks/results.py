@@ -27,6 +27,9 @@ SECTIONS = [
     ("UCI.md", "uci.py", "UCI regression: test log-likelihood, RMSE, coverage and time per method, beside published results"),
     ("TINY.md", "tiny.py", "tables of 20 to 442 rows: cross-validated test log-likelihood and coverage against least squares"),
     ("CLASSIFICATION.md", "classification.py", "small-table classification: bnn's default paths against logistic regression"),
+    ("SGMCMC.md", "sgmcmc_bias.py", "SG-MCMC's bias on the conjugate model by batch size and step size"),
+    ("LAPLACE.md", "laplace_lowrank.py", "low-rank Laplace on a 68 353-weight network, and against the dense GGN by rank"),
+    ("DEVICES.md", "devices.py", "the protein table with its rows split over 1, 2 and 4 host devices"),
 ]
 
 
