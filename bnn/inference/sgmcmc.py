@@ -122,8 +122,8 @@ def fit_sgmcmc(
       init, map_options, chain_method, progress_bar, y_err: as for :func:`bnn.inference.mclmc.fit_mclmc`.
       mesh: data parallelism: ``"all"`` (every device) or a one-axis ``jax.sharding.Mesh``: the
         training rows are split over its devices (the row count must divide evenly) for the MAP
-        starts and the chains, whose minibatches gather their rows from every device; the
-        draws are those of one device up to the order of the sums.
+        starts and the chains, which run vectorised and whose minibatches gather their rows from
+        every device; the draws are those of one device up to the order of the sums.
 
     Returns:
       a :class:`bnn.Fit` with ``num_chains * num_cycles * draws_per_cycle`` draws (chain-major);
@@ -146,8 +146,10 @@ def fit_sgmcmc(
     if draws_per_cycle > sampling_steps:
         raise ValueError(f"`draws_per_cycle` must be at most the {sampling_steps} sampling steps of a cycle "
                          f"(cycle_length={cycle_length}, exploration={exploration}); got {draws_per_cycle}.")
-    chain_method = resolve_chain_method(chain_method, num_chains)
     mesh = resolve_mesh(mesh)
+    # the devices hold rows: the chains run vectorised over them (by default; a chain per device otherwise)
+    chain_method = resolve_chain_method("vectorized" if mesh is not None and chain_method is None else chain_method,
+                                        num_chains)
     if mesh is not None and chain_method != "vectorized":
         raise ValueError(f"`mesh` splits the rows of vectorised chains; got chain_method={chain_method!r}.")
 
