@@ -11,7 +11,8 @@ and sampled from its prior predictive.
 >>> pred = fit.predict(bnn.datasets.sine_grid())
 
 The public API is this module's ``__all__`` and the ``__all__`` of the submodules
-``bnn.datasets``, ``bnn.diagnostics``, ``bnn.metrics``, ``bnn.plot`` and ``bnn.sbc``.
+``bnn.datasets``, ``bnn.diagnostics``, ``bnn.metrics``, ``bnn.plot`` and ``bnn.sbc``, and
+``bnn.sklearn`` (scikit-learn estimators; imported on its own, as scikit-learn is optional).
 Everything else (``bnn.lifting``, ``bnn.inference``, ``bnn.io``, names outside those lists)
 is internal and may change in any release.
 """

@@ -72,12 +72,14 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
   on wine, and its 90 % intervals cover 0.90-0.955; it also holds on tiny tables
   (`benchmarks/TINY.md`). Its chains can disagree in function space: check them with `bnn.diagnose`.
   `tune_prior=True` (evidence-chosen scales, any method) gives wider intervals.
-- **Larger tables: `method="ensemble"`** (10 MAP fits in one vectorised program, on minibatches
-  above 2000 rows): it beats every published result on kin8nm, naval and power and sits 0.014 below
-  the best on protein, at 14-27 s per split; its intervals are too wide on naval (coverage 0.98).
+- **Larger tables: `method="ensemble"` with a noise scale per row, `bnn.Heteroscedastic()`** (what
+  `bnn fit` does above 2000 rows; 10 MAP fits in one vectorised program, on minibatches): it beats
+  every published result on kin8nm, naval, power and protein (5 splits); one learned noise scale
+  scored lower on kin8nm, power and protein and higher on naval. Its intervals are too wide on naval
+  (coverage 0.99).
 - **A sampled posterior on larger tables: `method="sgmcmc"`** (cyclical SGHMC on minibatches, 4 chains
-  from MAP starts): it beats every published result on kin8nm, naval and power and sits 0.02 below
-  the best on protein (5 splits), in about the ensemble's time per split.
+  from MAP starts): with a noise scale per row it beats every published result on the same four
+  tables (5 splits), in 1-3 times the ensemble's time per split.
 - **`method="svi"`** (guide started at the MAP fit) is never far off, but its intervals are too
   wide where the noise is small.
 - **MAP / MLE** give point predictions; with a learned noise scale MAP over-fits small tables

@@ -19,7 +19,7 @@ import pytest
 import bnn
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC_MODULES = ("datasets", "diagnostics", "metrics", "plot", "sbc")
+PUBLIC_MODULES = ("datasets", "diagnostics", "metrics", "plot", "sbc", "sklearn")
 #: scripts that time bnn's internal programs themselves, with why
 MEASURE_INTERNALS = {
     "nuts_floor.py": "times the NUTS kernel's compiled program against hand-written loops",
