@@ -92,9 +92,13 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "mclmc-layerwise": ("mclmc", {"tune_prior": "layerwise"}, "MCLMC, layerwise tuned prior"),
     "mclmc-hier-noise": ("mclmc", {"tune_prior": True}, "MCLMC, HalfNormal(1) scales, noise by the evidence"),
     "sgmcmc": ("sgmcmc", {}, "SG-MCMC (cyclical SGHMC, 4 chains)"),
+    "ensemble-het": ("ensemble", {"num_members": 10}, "Ensemble, heteroscedastic noise"),
+    "sgmcmc-het": ("sgmcmc", {}, "SG-MCMC, heteroscedastic noise"),
 }
 #: methods fitted on a model other than :func:`make_model`'s (the prior): name -> prior
 PRIORS: dict[str, object] = {m: bnn.Normal(scale=bnn.HalfNormal(1.0)) for m in ("nuts-hier", "mclmc-hier", "mclmc-hier-noise")}
+#: methods whose noise scale is a second network output (``bnn.Heteroscedastic``) instead of one learned scale
+HETEROSCEDASTIC = ("ensemble-het", "sgmcmc-het")
 #: bumped when a package default behind a method changes, so that older results count as stale
 #: (2: SVI and NUTS start from MAP fits by default; NUTS 3 and nuts-module 2: target acceptance 0.95;
 #: NUTS 4: target acceptance 0.98, NUTS on one flat vector in a program kept per model; MCLMC 2: the
@@ -152,6 +156,8 @@ FAST: dict[str, dict] = {
     "mclmc-hier-noise": {"num_chains": 2, "num_warmup": 300, "num_samples": 20, "thinning": 1,
                          "tune_options": {"num_steps": 50}},
     "sgmcmc": {"num_chains": 2, "num_cycles": 2, "cycle_length": 50, "draws_per_cycle": 2, "map_options": {"num_steps": 50}},
+    "ensemble-het": {"num_members": 3, "num_steps": 50},
+    "sgmcmc-het": {"num_chains": 2, "num_cycles": 2, "cycle_length": 50, "draws_per_cycle": 2, "map_options": {"num_steps": 50}},
 }
 
 LEVEL = 0.9
@@ -219,7 +225,10 @@ def method_options(method: str, fast: bool = False) -> tuple[str, dict]:
 
 def make_model(method: str | None = None) -> bnn.BNN:
     """The protocol's network: one hidden layer of 50 ReLU units, Normal(0, 1) priors (or the method's own
-    prior, :data:`PRIORS`), learned noise."""
+    prior, :data:`PRIORS`), learned noise (one scale, or a second output for :data:`HETEROSCEDASTIC`)."""
+    if method in HETEROSCEDASTIC:
+        return bnn.BNN(bnn.MLP((50, 2), activation="relu"), prior=PRIORS.get(method, bnn.Normal(1.0)),
+                       likelihood=bnn.Heteroscedastic())
     return bnn.BNN(bnn.MLP((50, 1), activation="relu"), prior=PRIORS.get(method, bnn.Normal(1.0)),
                    likelihood=bnn.Gaussian())
 
@@ -480,6 +489,8 @@ def report(records: list[dict], fast: bool = False) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in method_options(name, fast)[1].items())
         made_at = f" (stored results made at the then default `{MADE_AT[name]}`)" if name in MADE_AT else ""
         prior = f" on a model with `prior={PRIORS[name]!r}`" if name in PRIORS else ""
+        if name in HETEROSCEDASTIC:
+            prior = " on a model with `likelihood=bnn.Heteroscedastic()` (`MLP((50, 2))`: mean and noise scale)"
         lines.append(f"- {label} (`{name}`): `fit(method={kind!r}{', ' + opts if opts else ''})`{prior}{made_at}")
     if stale:
         lines += ["", f"({stale} stored records made with other settings are left out.)"]

@@ -209,7 +209,7 @@ def test_delta_guide_is_map(oracle):
     np.testing.assert_allclose(_stacked(fit)[0], mean, atol=2e-3)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0] + [pytest.param(s, marks=pytest.mark.extended) for s in (1, 2)])  # more seeds: extended
 def test_default_svi_settles_at_the_optimum(oracle, seed):
     """With the default optimiser (Adam decaying to 0 over num_steps) the last iterate is the optimum.
 

@@ -28,7 +28,7 @@ LAYERS: list[set[str]] = [
     {"inference"},                                 # the method table
     {"model"},                                     # BNN: fit, prior_predictive; load
     {"compare", "plot", "sbc"},                    # tools over fits
-    {"cli", ""},                                   # the command line; bnn/__init__.py (re-exports only)
+    {"cli", "", "sklearn"},                        # the command line; bnn/__init__.py (re-exports only); estimators
 ]
 
 
