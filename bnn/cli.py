@@ -79,7 +79,7 @@ one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the publishe
   (coverage 0.99).
 - **A sampled posterior on larger tables: `method="sgmcmc"`** (cyclical SGHMC on minibatches, 4 chains
   from MAP starts): with a noise scale per row it beats every published result on the same four
-  tables (5 splits), in 1-3 times the ensemble's time per split.
+  tables (5 splits), in 1.7-1.8 times the ensemble's time per split (protein and power, split 0).
 - **`method="svi"`** (guide started at the MAP fit) is never far off, but its intervals are too
   wide where the noise is small.
 - **MAP / MLE** give point predictions; with a learned noise scale MAP over-fits small tables
