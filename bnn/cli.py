@@ -54,7 +54,7 @@ def _settings(fast: bool) -> dict:
         "MLE": ("mle", {"num_steps": 5000}),
         "MAP": ("map", {"num_steps": 5000}),
         "Laplace": ("laplace", {"num_steps": 5000, "num_samples": 1000}),
-        "Ensemble": ("ensemble", {"num_members": 10}),  # default steps: see the README on convergence
+        "Ensemble": ("ensemble", {"num_members": 10}),  # default steps: see docs/guide.md on convergence
         "SVI": ("svi", {"guide": "normal", "num_steps": 20000, "num_samples": 1000}),
         "NUTS": ("nuts", {"num_chains": 4}),
     }

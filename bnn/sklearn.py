@@ -12,8 +12,8 @@ scikit-learn is an optional dependency: ``pip install "bnn[sklearn]"``.
 
 The defaults are ``bnn fit``'s (:mod:`bnn.cli`): ``method="auto"`` samples a hierarchical prior
 with MCLMC on tables of up to 2000 rows and fits a deep ensemble above; ``prior="auto"`` and,
-for the regressor, ``likelihood="auto"`` follow the table's size the same way (see the README's
-*Which method to use*). Inputs and targets are standardised (``normalize=True``).
+for the regressor, ``likelihood="auto"`` follow the table's size the same way (see docs/methods.md).
+Inputs and targets are standardised (``normalize=True``).
 """
 
 from __future__ import annotations
