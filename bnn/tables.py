@@ -92,7 +92,7 @@ def read_table(path, columns: list[str] | None = None, labels: str | None = None
         shown = ", ".join(str(r) for r in rows[:10]) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
         cols = [c for c in wanted if frame[c].isna().any()]
         raise TableError(f"{str(path)!r} has empty or non-numeric cells in column(s) {_names(cols)} at data row(s) {shown} "
-                         "(`--drop-missing` drops such rows).")
+                         "(`bnn fit --drop-missing` leaves such rows out of a fit).")
     return frame
 
 

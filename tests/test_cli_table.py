@@ -111,7 +111,7 @@ def test_text_classes_and_empty_cells(tmp_path, capsys):
     argv = ("fit", tmp_path / "animals.csv", "--target", "species", "--likelihood", "categorical", "--drop", "id",
             "--method", "map", "--hidden", "8", "--prior", "fixed", "--cv", "0", "--out", tmp_path / "fit")
     code, _, err = _run(capsys, *argv)
-    assert code == 1 and "`--drop-missing` drops such rows" in err
+    assert code == 1 and "`bnn fit --drop-missing` leaves such rows out" in err
     code, _, err = _run(capsys, *argv, "--drop-missing")
     assert code == 0, err
     report = (tmp_path / "fit" / "report.md").read_text()
