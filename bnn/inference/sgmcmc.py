@@ -147,7 +147,8 @@ def fit_sgmcmc(
         raise ValueError(f"`draws_per_cycle` must be at most the {sampling_steps} sampling steps of a cycle "
                          f"(cycle_length={cycle_length}, exploration={exploration}); got {draws_per_cycle}.")
     mesh = resolve_mesh(mesh)
-    # the devices hold rows: the chains run vectorised over them (by default; a chain per device otherwise)
+    # with mesh= the devices hold rows and the chains run vectorised over them (without it, a device per
+    # chain would run one chain on each)
     chain_method = resolve_chain_method("vectorized" if mesh is not None and chain_method is None else chain_method,
                                         num_chains)
     if mesh is not None and chain_method != "vectorized":
