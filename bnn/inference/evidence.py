@@ -143,7 +143,7 @@ def lowrank_spectrum(model: LiftedModel, unravel, theta_star, point, xs, ys, es,
         return model.apply({**point, **unravel(t)}, x)
 
     f_star, jvp = jax.linearize(lambda t: net(t, xs), theta_star)
-    _, vjp = jax.vjp(lambda t: net(t, xs), theta_star)
+    vjp = jax.linear_transpose(jvp, theta_star)   # the same linearisation, transposed: no second forward pass
     root = _fisher_root(model, f_star, ys, params)                                     # (n, w, w)
     rows = f_star.shape[0] * f_star.shape[1]
 
