@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -55,9 +54,8 @@ print(json.dumps(times))
 
 
 def run(method: str, cache: str) -> list[float]:
-    done = subprocess.run([sys.executable, "-c", CHILD, method, json.dumps(OPTIONS[method]), cache, str(HERE)],
-                          capture_output=True, text=True, check=True, env=os.environ.copy())
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return harness.json_from_process([sys.executable, "-c", CHILD, method, json.dumps(OPTIONS[method]), cache, str(HERE)],
+                                     env=os.environ.copy())
 
 
 def main(argv=None) -> int:

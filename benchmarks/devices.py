@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -71,8 +70,7 @@ def main(argv=None) -> None:
         flags = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={count}").strip()
         env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
         command = [sys.executable, __file__, "--one"] + (["--data-dir", args.data_dir] if args.data_dir else [])
-        done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(harness.json_from_process(command, env=env))
         print(rows[-1], flush=True)
     base = rows[0]
     lines = ["# Several devices: the protein table on 1, 2 and 4 host devices", "",

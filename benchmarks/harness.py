@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -48,6 +49,15 @@ def median_seconds(fn: Callable, *args, repeats: int = 5, warmup: bool = True) -
 
 # ---------------------------------------------------------------------------------------------
 # machine description
+
+
+def json_from_process(command: Sequence[str], env: dict | None = None):
+    """Run ``command`` (a fresh Python process, so its compilations and peak memory are its own) and
+    return the JSON value printed on the last line of its output; a failure raises with its stderr."""
+    done = subprocess.run(list(command), capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command))} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _lscpu() -> dict[str, str]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 import warnings
@@ -131,8 +130,7 @@ def main(argv=None) -> None:
     results = {}
     for part in ("large", "ranks"):
         command = [sys.executable, __file__, "--part", part] + (["--data-dir", args.data_dir] if args.data_dir else [])
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        results[part] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[part] = harness.json_from_process(command)
         print(part, results[part], flush=True)
     Path(args.out).write_text(report(results["large"], results["ranks"], harness.machine()))
     print(f"wrote {args.out}")

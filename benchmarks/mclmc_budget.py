@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import warnings
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402  (fresh processes)
 import uci  # noqa: E402  (the protocol: model, options, metrics)
 
 import bnn  # noqa: E402
@@ -57,8 +57,7 @@ def one_fit(dataset: str, split: int, seed: int, method: str, options: dict, dat
 def fresh_fit(dataset: str, split: int, seed: int, method: str, options: dict, data_dir) -> tuple[float, float]:
     """:func:`one_fit` in a new Python process: (seconds, test LL) of a first fit."""
     args = [sys.executable, __file__, "--one", json.dumps([dataset, split, seed, method, options, data_dir])]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return tuple(json.loads(out.strip().splitlines()[-1]))
+    return tuple(harness.json_from_process(args))
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -87,9 +86,8 @@ def main(argv=None) -> int:
     tables = [(label, rows)]
     if info["jax_backend"] != "cpu" and not args.no_cpu:
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-        child = subprocess.run([sys.executable, __file__, "--child", "--cases", *args.cases] + (["--fast"] if args.fast else []),
-                               capture_output=True, text=True, env=env, check=True)
-        done = json.loads(child.stdout.strip().splitlines()[-1])
+        done = harness.json_from_process([sys.executable, __file__, "--child", "--cases", *args.cases]
+                                         + (["--fast"] if args.fast else []), env=env)
         tables.append((f"{done['label']} ({done['machine']['cpus']} cores)", done["rows"]))
     print(harness.machine_line(info) + "\n")
     print("| device | method | chains | µs per gradient step (all chains) | steps timed | first fit, s |")

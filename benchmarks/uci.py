@@ -226,11 +226,9 @@ def method_options(method: str, fast: bool = False) -> tuple[str, dict]:
 def make_model(method: str | None = None) -> bnn.BNN:
     """The protocol's network: one hidden layer of 50 ReLU units, Normal(0, 1) priors (or the method's own
     prior, :data:`PRIORS`), learned noise (one scale, or a second output for :data:`HETEROSCEDASTIC`)."""
-    if method in HETEROSCEDASTIC:
-        return bnn.BNN(bnn.MLP((50, 2), activation="relu"), prior=PRIORS.get(method, bnn.Normal(1.0)),
-                       likelihood=bnn.Heteroscedastic())
-    return bnn.BNN(bnn.MLP((50, 1), activation="relu"), prior=PRIORS.get(method, bnn.Normal(1.0)),
-                   likelihood=bnn.Gaussian())
+    likelihood = bnn.Heteroscedastic() if method in HETEROSCEDASTIC else bnn.Gaussian()
+    return bnn.BNN(bnn.MLP((50, likelihood.width(1)), activation="relu"), prior=PRIORS.get(method, bnn.Normal(1.0)),
+                   likelihood=likelihood)
 
 
 def parse_splits(text: str, n_splits: int = 20) -> list[int]:

@@ -282,6 +282,11 @@ def _prior_line(fit, prior: str, auto: bool) -> str:
             f"{fit.info['tune_iterations']} round(s).")
 
 
+def _column_list(text: str | None) -> list[str]:
+    """``--features`` / ``--drop``: comma-separated column names, blanks left out."""
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
 def run_fit(args) -> Path:
     """``bnn fit``: fit the table, save the fit, write a short report. Returns the report's path."""
     import warnings
@@ -293,8 +298,8 @@ def run_fit(args) -> Path:
     from bnn import io, tables
     from bnn.compare import cross_validate
 
-    features = [c.strip() for c in args.features.split(",") if c.strip()] if args.features else None
-    drop = [c.strip() for c in args.drop.split(",") if c.strip()] if args.drop else []
+    features = _column_list(args.features) if args.features else None
+    drop = _column_list(args.drop)
     if drop and features:
         raise tables.TableError("give either `--features` (the inputs) or `--drop` (columns left out), not both.")
     if args.target in drop:

@@ -32,10 +32,6 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 __all__ = ["BNNRegressor", "BNNClassifier"]
 
-#: the priors an estimator accepts (``bnn fit --prior``)
-PRIORS = ("auto", "hierarchical", "tuned", "fixed")
-
-
 class _BNNEstimator(BaseEstimator):
     """The parameters and the fit shared by both estimators (see :class:`BNNRegressor`)."""
 
@@ -53,9 +49,9 @@ class _BNNEstimator(BaseEstimator):
     def _fit(self, x: np.ndarray, y: np.ndarray, likelihood: str):
         from bnn import cli
 
-        if self.prior not in PRIORS:
-            raise ValueError(f"`prior` must be one of {', '.join(map(repr, PRIORS))}; got {self.prior!r}.")
-        if self.method != "auto" and self.method not in cli.FIT_METHODS:
+        if self.prior not in cli.PRIORS:
+            raise ValueError(f"`prior` must be one of {', '.join(map(repr, cli.PRIORS))}; got {self.prior!r}.")
+        if self.method not in cli.FIT_METHODS:
             raise ValueError(f"`method` must be one of {', '.join(map(repr, cli.FIT_METHODS))}; got {self.method!r}.")
         if self.method_options is not None and not isinstance(self.method_options, dict):
             raise TypeError(f"`method_options` must be a dict of the method's options or None; "
