@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 
@@ -60,31 +61,9 @@ def _settings(fast: bool) -> dict:
     }
 
 
-#: the recommendation of the real-data study (benchmarks/UCI.md), quoted in the demo report
-RECOMMENDATION = """\
-From the UCI regression benchmark (`benchmarks/UCI.md`: seven data sets of 308 to 45 730 rows,
-one hidden layer of 50 ReLU units, `normalize=True`, learned noise, the published splits):
-
-- **Small tables (up to a couple of thousand rows): `method="mclmc"` with a hierarchical prior,
-  `bnn.Normal(scale=bnn.HalfNormal(1.0))`** (what `bnn fit` does): a prior scale per weight array
-  sampled with the weights, the chains started from MAP fits with the noise scale held at the
-  evidence's choice. It beats every published result on energy and yacht, sits 0.02 below the best
-  on wine, and its 90 % intervals cover 0.90-0.955; it also holds on tiny tables
-  (`benchmarks/TINY.md`). Its chains can disagree in function space: check them with `bnn.diagnose`.
-  `tune_prior=True` (evidence-chosen scales, any method) gives wider intervals.
-- **Larger tables: `method="ensemble"` with a noise scale per row, `bnn.Heteroscedastic()`** (what
-  `bnn fit` does above 2000 rows; 10 MAP fits in one vectorised program, on minibatches): it beats
-  every published result on kin8nm, naval, power and protein (5 splits); one learned noise scale
-  scored lower on kin8nm, power and protein and higher on naval. Its intervals are too wide on naval
-  (coverage 0.99).
-- **A sampled posterior on larger tables: `method="sgmcmc"`** (cyclical SGHMC on minibatches, 4 chains
-  from MAP starts): with a noise scale per row it beats every published result on the same four
-  tables (5 splits), in 1.7-1.8 times the ensemble's time per split (protein and power, split 0).
-- **`method="svi"`** (guide started at the MAP fit) is never far off, but its intervals are too
-  wide where the noise is small.
-- **MAP / MLE** give point predictions; with a learned noise scale MAP over-fits small tables
-  (yacht: 47 % coverage of the 90 % interval).
-
+#: which method to use when, from the real-data study (benchmarks/UCI.md): ``bnn/recommendation.md``, the
+#: one text that the demo report quotes and the documentation site includes (docs/methods.md)
+RECOMMENDATION = resources.files("bnn").joinpath("recommendation.md").read_text(encoding="utf-8") + """
 On this toy the network is small and the data few, so every method runs in seconds to a
 minute; compare their bands outside the data above.
 """
@@ -189,10 +168,10 @@ def auto_likelihood(rows: int) -> str:
 
     Up to :data:`AUTO_SAMPLER_ROWS` rows one learned noise scale (``gaussian``); above, a noise scale
     that the network predicts for every row (``heteroscedastic``, a second output), as deep ensembles
-    do: on the four UCI tables of 7 000 to 41 000 rows the ensemble scored higher with it on kin8nm
-    (+0.05 nats per test row), power (+0.035) and protein (+0.13, where one noise scale fell short of
-    the published deep ensembles), lower on naval (about −0.2, still above every published result), on
-    the same five splits (`benchmarks/UCI.md`). Classification targets name their likelihood.
+    do: on the four UCI tables of 7 000 to 41 000 rows the ensemble scored higher with it on kin8nm,
+    power and protein, lower on naval (still above every published result), on the same five splits
+    (`benchmarks/UCI.md`, the *Ensemble, heteroscedastic noise* column). Classification targets name
+    their likelihood.
     """
     return "heteroscedastic" if rows > AUTO_SAMPLER_ROWS else "gaussian"
 
@@ -214,10 +193,10 @@ def auto_prior(rows: int, method: str) -> str:
     choice. In cross-validation on 14 tables of 20 to 442 rows (`benchmarks/TINY.md`) it never fell
     more than 0.5 nats per row below least squares, and on the UCI splits of 277 to 1439 rows
     (`benchmarks/UCI.md`) it scores higher than evidence-tuned scales with intervals closer to their
-    level (yacht, energy). A Normal(0, 1) prior with a learned noise fell far below least squares on 9
-    of the 14 tables. Other methods cannot sample a scale: theirs is chosen by the evidence, with the
-    noise scale (``tuned``). On large tables the data decide, and a tuned scale scored lower (UCI
-    kin8nm: tuned ensemble 1.26 against 1.27, power −2.79 against −2.76): ``fixed``, the
+    level (yacht, energy). A Normal(0, 1) prior with a learned noise fell far below least squares on
+    most of the tables. Other methods cannot sample a scale: theirs is chosen by the evidence, with the
+    noise scale (``tuned``). On large tables the data decide, and a tuned scale scored lower (the
+    *Ensemble, tuned prior* column of `benchmarks/UCI.md` on kin8nm and power): ``fixed``, the
     --prior-scale as given.
     """
     if rows > AUTO_SAMPLER_ROWS:
