@@ -39,6 +39,8 @@ BUDGETS: dict[str, dict] = {
     "8 chains": {"num_chains": 8},
     "double draws": {"num_samples": 2000},
     "long warm-up": {"num_warmup": 5000},
+    "BlackJAX's L": {"L_factor": 0.4},
+    "L x 2.5": {"L_factor": 10.0},
 }
 FAST = {"num_warmup": 300, "num_samples": 20, "thinning": 1}
 

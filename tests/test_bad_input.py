@@ -103,6 +103,13 @@ def test_bad_laplace_rank(model):
         model.fit(X, Y, method="laplace", hessian="lowrank", tune_prior=True, num_steps=1)
 
 
+def test_bad_mclmc_tuning_targets(model):
+    with pytest.raises(ValueError, match=r"`L_factor` must be a finite number > 0; got 0"):
+        model.fit(X, Y, method="mclmc", L_factor=0)
+    with pytest.raises(ValueError, match=r"`desired_energy_var` must be a finite number > 0; got -1"):
+        model.fit(X, Y, method="mclmc", desired_energy_var=-1)
+
+
 def test_predict_on_inputs_of_the_wrong_width(fitted):
     with pytest.raises(ValueError, match=r"`x` must have 1 feature column\(s\), as the data the model was fitted on; got shape \(5, 2\)"):
         fitted.predict(np.zeros((5, 2)))

@@ -226,6 +226,7 @@ def test_hierarchical_nuts_matches_quadrature_over_the_scale(hierarchical):
     assert fit.info["num_divergences"] == 0
 
 
+@pytest.mark.extended  # the default run checks the evidence's noise scale of a hierarchical model at the chains' starts (below)
 def test_a_hierarchical_prior_takes_only_its_noise_scale_from_the_evidence(linear_data, exact_scales):
     """With a sampled weight scale, tune_prior=True chooses what is fixed, the noise scale, by the
     evidence of the point model (each hyperprior's scale as a fixed prior scale: Normal(0, 1) on every

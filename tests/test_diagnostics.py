@@ -74,6 +74,7 @@ def test_point_fit_exports_a_single_labelled_draw(sine_data):
     assert tree["sample_stats"]["loss"].dims == ("step",)
 
 
+@pytest.mark.extended  # the default run checks the export's groups on a regression fit (and SVI's in test_contract)
 def test_classifier_export(sine_data):
     x, y = bnn.datasets.hill(n=30)
     fit = bnn.BNN(bnn.MLP((4, 3)), likelihood=bnn.Categorical()).fit(x, y % 3, method="svi", num_steps=50, num_samples=10, init="module")

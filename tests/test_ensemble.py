@@ -87,6 +87,7 @@ def test_an_ensemble_is_a_fit_like_any_other(sine_data, tmp_path):
     assert np.isfinite(table.loc["ensemble", "nll"])
 
 
+@pytest.mark.extended  # the default run checks early stopping through the default's members (next test)
 def test_early_stopping_is_per_member(sine_data):
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((50, 50, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))

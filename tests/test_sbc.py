@@ -66,6 +66,7 @@ def test_nuts_ranks_are_uniform(model):
     assert test.passed, _report(test)
 
 
+@pytest.mark.extended  # the default run checks the uniformity tests' power on extreme ranks (test_chi2_test_against_scipy_and_extremes)
 def test_a_misspecified_noise_scale_is_flagged(model):
     """Negative control: data with noise 4σ, posterior computed with σ (overconfident by 4x).
 

@@ -77,6 +77,7 @@ def test_bad_sgmcmc_options(sine_data, options, error, match):
         bnn.BNN(bnn.MLP((4, 1))).fit(x, y, method="sgmcmc", init="module", **options)
 
 
+@pytest.mark.extended  # a program of its own (a patched divergence limit): the default run checks SG-MCMC's draws
 def test_a_diverging_step_restarts_its_chain_from_the_start(sine_data, monkeypatch):
     """With every step judged diverging, each chain restarts at every step: its draws are its start,
     every step is counted, its step sizes halve each time, and a warning says so."""

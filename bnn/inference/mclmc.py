@@ -49,11 +49,17 @@ _TUNE_FRACTION = 0.1
 _INITIAL_STEP = 1e-4
 
 
-#: BlackJAX's tuner settings: the step-size estimate's memory (its decay is (n - 1) / (n + 1)),
-#: the width of its weights in log energy error, and L as a multiple of step size x autocorrelation time
+#: BlackJAX's tuner settings: the step-size estimate's memory (its decay is (n - 1) / (n + 1)) and
+#: the width of its weights in log energy error
 _EFFECTIVE_SAMPLES = 150
 _TRUST_IN_ESTIMATE = 1.5
-_L_FACTOR = 0.4
+
+#: L, the momentum's decoherence length, as a multiple of step size x the integrated autocorrelation
+#: time of the tuning run. BlackJAX's tuner (and Robnik et al.) use 0.4; on the BNN posteriors of the
+#: UCI tables, chains started at MAP fits explore too little with it (they refresh the momentum every
+#: ~60 steps and stay near their start) and score lower than NUTS: a 10 times longer L scored higher
+#: on energy and yacht and about the same on wine (benchmarks/SAMPLING.md, "MCLMC's decoherence length").
+DEFAULT_L_FACTOR = 4.0
 
 
 def _tuner_budget(num_warmup: int) -> int:
@@ -72,6 +78,7 @@ def fit_mclmc(
     thinning: int = 10,
     init="map",
     desired_energy_var: float = 5e-4,
+    L_factor: float = DEFAULT_L_FACTOR,
     diagonal_preconditioning: bool = True,
     map_options: dict | None = None,
     chain_method: str | None = None,
@@ -89,11 +96,14 @@ def fit_mclmc(
       num_samples: draws kept per chain.
       thinning: MCLMC steps per kept draw (the chain runs ``num_samples * thinning`` steps).
         The defaults (2000 tuning steps, 1000 draws 10 steps apart) were chosen on the UCI
-        protocol's energy split 0: 1000 + 1000 x 1 steps gave test log-likelihood -0.13,
-        2000 + 1000 x 10 gave -0.075, 4000 + 2000 x 5 gave -0.047 (NUTS 2 x 300/300: 0.25).
+        protocol's energy split 0, where fewer steps or no thinning scored lower; the budget
+        curve is in benchmarks/SAMPLING.md ("MCLMC's budget curve").
       init: ``"map"`` (default), ``"module"``, ``"prior"`` or Flax variables, as for NUTS.
       desired_energy_var: target variance of the energy error per dimension; the tuner
         picks the step size from it (smaller: smaller steps and less bias).
+      L_factor: the momentum decoherence length L as a multiple of step size x the autocorrelation
+        time of the tuning run (:data:`DEFAULT_L_FACTOR`; BlackJAX's tuner uses 0.4). Longer: the
+        momentum is refreshed less often and the chain travels further between refreshes.
       diagonal_preconditioning: tune a diagonal preconditioner (mass matrix).
       map_options: options of the MAP fits of ``init="map"``.
       chain_method: ``"parallel"``, ``"vectorized"``, ``"sequential"`` or ``None`` (auto), as for NUTS.
@@ -114,11 +124,13 @@ def fit_mclmc(
     num_samples = _checks.positive_int(num_samples, "num_samples")
     thinning = _checks.positive_int(thinning, "thinning")
     desired_energy_var = _checks.positive_float(desired_energy_var, "desired_energy_var")
+    L_factor = _checks.positive_float(L_factor, "L_factor")
     chain_method = resolve_chain_method(chain_method, num_chains)
 
     start = time.perf_counter()
     settings = dict(num_warmup=num_warmup, thinning=thinning,  # the number of draws is the driver's
-                    desired_energy_var=desired_energy_var, diagonal_preconditioning=bool(diagonal_preconditioning))
+                    desired_energy_var=desired_energy_var, L_factor=L_factor,
+                    diagonal_preconditioning=bool(diagonal_preconditioning))
     prepared = prepare_chains(model, x, y, y_err, seed, _keys.MCLMC, init, num_chains, map_options, start_noise_scale)
     if prepared.starts.shape[1] < 2:
         raise ValueError("MCLMC needs at least 2 latent dimensions; use method='nuts' for a one-parameter model.")
@@ -161,7 +173,7 @@ class Schedule(NamedTuple):
 
 
 def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
-                  desired_energy_var: float, diagonal_preconditioning: bool) -> Kernel:
+                  desired_energy_var: float, L_factor: float, diagonal_preconditioning: bool) -> Kernel:
     """One MCLMC chain for the chain driver (:mod:`bnn.inference.chains`), warm-up and sampling
     in one compiled step.
 
@@ -246,11 +258,11 @@ def _mclmc_kernel(model: LiftedModel, unravel, num_warmup: int, thinning: int,
                 "step_size_max": jnp.full_like(s["step_size_max"], jnp.inf)}
 
     def decoherence_length(s):
-        """After the ``trace`` phase: L = 0.4 x step size x the integrated autocorrelation time."""
+        """After the ``trace`` phase: L = ``L_factor`` x step size x the integrated autocorrelation time."""
         ess = effective_sample_size(s["trace"][None])
         tau = schedule.trace / ess
         finite = jnp.isfinite(tau)
-        L = jnp.where(jnp.any(finite), _L_FACTOR * s["step_size"] * jnp.mean(jnp.where(finite, tau, 0.0), where=finite),
+        L = jnp.where(jnp.any(finite), L_factor * s["step_size"] * jnp.mean(jnp.where(finite, tau, 0.0), where=finite),
                       s["L"])
         return {**s, "L": L}
 
