@@ -5,7 +5,8 @@ isokinetic dynamics and partially refreshes the momentum after each step, with o
 per step and no accept/reject step. BlackJAX provides the kernel; its tuner's algorithm
 (``mclmc_find_L_and_step_size``: the step size from the energy error, a diagonal
 preconditioner from the position's variances, the momentum decoherence length L from the
-autocorrelation of a short run) runs here inside the sampling step, so warm-up and sampling
+autocorrelation of a short run, by default ten times BlackJAX's: :data:`DEFAULT_L_FACTOR`) runs here
+inside the sampling step, so warm-up and sampling
 share one compiled kernel (:class:`Schedule`). Following MILE (Sommer et al., ICLR 2025), every chain
 starts from its own optimised network (a MAP fit from its own initialisation), is tuned on
 its own and then samples; the chains run through the chain driver of
