@@ -50,6 +50,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.oracle)
 
 
+#: Test files that read another file's session fixtures run on that file's xdist worker (``--dist
+#: loadfile`` otherwise sends each file to whichever worker is free): the fits are then made once.
+SHARED_SCOPES = {"tests/test_plot.py": "tests/test_contract.py", "tests/test_bad_input.py": "tests/test_contract.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the files of :data:`SHARED_SCOPES` grouped; other modes as xdist makes them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SHARED_SCOPES.get(scope, scope)
+
+    return SharedFixtureScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def sine_data():
     import bnn
@@ -99,7 +119,7 @@ METHOD_OPTIONS = {
     "map": {"num_steps": 200},
     "laplace": {"num_steps": 200, "num_samples": 30},
     "svi": {"num_steps": 200, "num_samples": 30},
-    "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 15},
+    "nuts": {"num_chains": 2, "num_warmup": 40, "num_samples": 50},  # 100 draws: enough for PSIS-LOO (test_plot)
     "ensemble": {"num_members": 6, "num_steps": 200},
     "mclmc": {"num_chains": 2, "num_warmup": 60, "num_samples": 15, "map_options": {"num_steps": 200}},
     "sgmcmc": {"num_chains": 2, "num_cycles": 3, "cycle_length": 40, "draws_per_cycle": 5, "map_options": {"num_steps": 200}},

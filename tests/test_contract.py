@@ -11,7 +11,7 @@ from conftest import LIKELIHOODS, METHOD_OPTIONS, assert_same_predictions, likel
 pytestmark = pytest.mark.filterwarnings("ignore:.*NUTS transitions diverged:UserWarning")
 
 OPTIONS = METHOD_OPTIONS
-DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 30, "ensemble": 6, "mclmc": 30, "sgmcmc": 30}
+DRAWS = {"mle": 1, "map": 1, "laplace": 30, "svi": 30, "nuts": 100, "ensemble": 6, "mclmc": 30, "sgmcmc": 30}
 
 
 def test_every_method_is_in_the_contract():

@@ -15,6 +15,8 @@ import pytest  # noqa: E402
 import bnn  # noqa: E402
 from bnn import plot  # noqa: E402
 
+from conftest import likelihood_data  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _figures(monkeypatch):
@@ -36,29 +38,21 @@ def _quietly(fn, *args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def sine():
-    x, y = bnn.datasets.sine(n=40, noise=0.1, seed=0)
-    model = bnn.BNN(bnn.MLP((10, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
-    fits = {
-        "MAP": _quietly(model.fit, x, y, method="map", seed=0, num_steps=300),
-        "Ensemble": _quietly(model.fit, x, y, method="ensemble", seed=0, num_members=3, num_steps=300),
-        "NUTS": _quietly(model.fit, x, y, method="nuts", seed=0, num_chains=2, num_warmup=50, num_samples=50,
-                         max_tree_depth=4, map_options={"num_steps": 200}),
-    }
-    return x, y, fits
+def sine(method_fit):
+    """MAP, ensemble and NUTS on the sine toy with a learned noise: the shared fits of tests/test_contract.py
+    (conftest's ``method_fit``; the two files run on one worker, see ``SHARED_SCOPES`` there)."""
+    x, y = likelihood_data("learned")
+    return x, y, {name: method_fit(method, "learned") for name, method in
+                  (("MAP", "map"), ("Ensemble", "ensemble"), ("NUTS", "nuts"))}
 
 
 @pytest.fixture(scope="module")
-def hill():
-    x, y = bnn.datasets.hill(n=60, seed=0)
-    binary = bnn.BNN(bnn.MLP((8, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Bernoulli())
-    categorical = bnn.BNN(bnn.MLP((8, 2), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Categorical())
-    fits = {
-        "MAP": _quietly(binary.fit, x, y, method="map", seed=0, num_steps=300),
-        "Ensemble": _quietly(binary.fit, x, y, method="ensemble", seed=0, num_members=3, num_steps=300),
-        "Categorical": _quietly(categorical.fit, x, y, method="map", seed=0, num_steps=300),
-    }
-    return x, y, fits
+def hill(method_fit):
+    """Binary MAP and Laplace fits and a categorical MAP fit on the hill toy (shared as ``sine``); the
+    Laplace fit is the posterior with several draws."""
+    x, y = likelihood_data("bernoulli")
+    return x, y, {"MAP": method_fit("map", "bernoulli"), "Laplace": method_fit("laplace", "bernoulli"),
+                  "Categorical": method_fit("map", "categorical")}
 
 
 def _one_legend(ax):
@@ -138,7 +132,7 @@ def test_uncertainty_errors(sine, hill):
 
 def test_decision_map_probability_is_the_predicted_probability(hill):
     x, y, fits = hill
-    fit = fits["Ensemble"]
+    fit = fits["Laplace"]
     _, ax = plt.subplots()
     calls = _contourf_spy(ax)
     out = plot.decision_map(fit, ax=ax, grid_size=12)
@@ -156,7 +150,7 @@ def test_decision_map_probability_is_the_predicted_probability(hill):
     assert _one_legend(ax) == ["P(y = 1) = 0.5", "y = 0", "y = 1"]
     scatters = [c for c in ax.collections if isinstance(c, matplotlib.collections.PathCollection)]
     assert [len(c.get_offsets()) for c in scatters] == [int(np.sum(y == 0)), int(np.sum(y == 1))]
-    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() == "Predictive probability (ENSEMBLE)"
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title() == "Predictive probability (LAPLACE)"
 
 
 @pytest.mark.parametrize(
@@ -164,7 +158,7 @@ def test_decision_map_probability_is_the_predicted_probability(hill):
 )
 def test_decision_map_entropies(hill, quantity, label):
     _, _, fits = hill
-    fit = fits["Ensemble"]
+    fit = fits["Laplace"]
     _, ax = plt.subplots()
     calls = _contourf_spy(ax)
     plot.decision_map(fit, quantity=quantity, ax=ax, grid_size=9, bounds=((-1, 2), (0, 1)), title="custom")
@@ -228,9 +222,9 @@ def test_decision_map_errors(sine, hill):
         plot.decision_map(fit, grid_size=1)
     with pytest.raises(ValueError, match="`y_train` needs `x_train`"):
         plot.decision_map(fit, y_train=y, grid_size=3)
-    with pytest.raises(ValueError, match="`y_train` must have one label per row of `x_train` \\(60\\); got 59"):
+    with pytest.raises(ValueError, match="`y_train` must have one label per row of `x_train` \\(40\\); got 39"):
         plot.decision_map(fit, x_train=x, y_train=y[:-1], grid_size=3)
-    with pytest.raises(ValueError, match=r"`x_train` must be \(m, 2\) inputs.*\(60, 1\)"):
+    with pytest.raises(ValueError, match=r"`x_train` must be \(m, 2\) inputs.*\(40, 1\)"):
         plot.decision_map(fit, x_train=x[:, :1], grid_size=3)
 
 
@@ -260,13 +254,13 @@ def test_trace_and_rank_draw_one_panel_per_default_site(sine, name):
 def test_trace_with_var_names_and_kwargs(sine):
     fit = sine[2]["NUTS"]
     fig = plot.trace(fit, var_names="Dense_0.bias")
-    assert len(_panels(fig)) == 10  # one per hidden unit
+    assert len(_panels(fig)) == fit.draws["Dense_0.bias"].shape[1]  # one per hidden unit
     lines = _panels(fig)[0].get_lines()
     assert len(lines) == 2 and all(len(line.get_xdata()) == 50 for line in lines)  # 2 chains of 50 draws
     fig = plot.trace(fit, var_names=["noise_scale"], coords={})
     assert len(_panels(fig)) == 1
     fig = plot.rank(fit, var_names=["Dense_1"], filter_vars="like")
-    assert len(_panels(fig)) == 11  # Dense_1.bias (1) and Dense_1.kernel (10)
+    assert len(_panels(fig)) == 1 + fit.draws["Dense_1.kernel"].shape[1]  # Dense_1.bias (1) and Dense_1.kernel
 
 
 def test_trace_of_independent_draws_is_one_chain(sine):
@@ -345,7 +339,7 @@ def test_compare_drops_elpd_when_all_nan_and_takes_given_axes(regression_table):
 def test_compare_classification_defaults(hill):
     _, _, fits = hill
     x_test, y_test = bnn.datasets.hill(n=40, seed=1)
-    table = bnn.compare({"MAP": fits["MAP"], "Ensemble": fits["Ensemble"]}, x_test, y_test, loo=False)
+    table = bnn.compare({"MAP": fits["MAP"], "Laplace": fits["Laplace"]}, x_test, y_test, loo=False)
     fig = plot.compare(table)
     metrics = ["nll", "accuracy", "brier", "ece"]
     assert [ax.get_ylabel() for ax in fig.axes] == metrics

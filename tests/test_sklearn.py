@@ -23,8 +23,16 @@ def _expected_failures(estimator) -> dict:
     }
 
 
-@parametrize_with_checks([BNNRegressor(**SMALL), BNNClassifier(**SMALL)], expected_failed_checks=_expected_failures)
+@parametrize_with_checks([BNNRegressor(**SMALL)], expected_failed_checks=_expected_failures)
 def test_scikit_learn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+# The classifier shares the regressor's fitting and input checks (checked above in the default run); its
+# own behaviour (labels, probabilities, binary and multiclass) is checked by test_classifier_labels_and_probabilities
+@pytest.mark.extended
+@parametrize_with_checks([BNNClassifier(**SMALL)], expected_failed_checks=_expected_failures)
+def test_scikit_learn_classifier_checks(estimator, check):
     check(estimator)
 
 
