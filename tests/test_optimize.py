@@ -252,7 +252,10 @@ def test_equal_optax_optimizers_share_compiled_programs(sine_data):
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
     assert len(model._programs) == programs + 1
     model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(2e-2))
-    assert len(model._programs) == programs + 2
+    from bnn.inference.optimize import _point_program, _start_program
+
+    for build in (_point_program, _start_program):  # the training steps and the optimiser's start, per rate
+        assert len(model._programs.built_by(build)) == 2
 
 
 def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serves_every_length(sine_data):

@@ -45,7 +45,7 @@ from numpyro.infer.util import potential_energy
 from bnn import _checks, _keys
 from bnn.inference._loop import progress, shard_rows
 from bnn.inference.optimize import map_start
-from bnn.lifting import LiftedModel
+from bnn.lifting import LiftedModel, run_once
 
 CHAIN_METHODS = ("parallel", "vectorized", "sequential")
 #: iterations per call of a compiled kernel (the progress bar moves once per chunk)
@@ -118,8 +118,8 @@ def run_chains(model: LiftedModel, kernel: Callable[..., Kernel], settings: dict
     flat, stats = sample(model, kernel, settings, unravel, starts, keys, data, chain_method, num_iterations,
                          progress_bar, name)
     flat, stats = flat[:, keep], {k: v[:, keep] for k, v in stats.items()}  # (chains, kept, ...)
-    samples = jax.vmap(unravel)(jnp.asarray(flat.reshape((-1,) + flat.shape[2:])))
-    draws = constrained_draws(model, samples, x.shape[1])
+    draws = model.program(_draws_program, unravel=unravel, num_features=x.shape[1])(
+        flat.reshape((-1,) + flat.shape[2:]))
     divergences = int(stats["diverging"].sum())
     if divergences:
         warnings.warn(f"{divergences} of {stats['diverging'].size} {health.what}: {health.advice}", UserWarning,
@@ -214,7 +214,8 @@ def chain_starts(model: LiftedModel, x, y, key, init, num_chains: int, map_optio
             per_chain.append(map_start(model, x, y, k, map_options, noise_scale=noise_scale)[0])
         else:
             per_chain.append(model.initial_values(x, y, k))
-    return jax.tree.map(lambda *a: jnp.stack(a), *per_chain)
+    # stacked on the host: as device ops, each site's shape would compile a program of its own
+    return {k: np.stack([np.asarray(start[k]) for start in per_chain]) for k in per_chain[0]}
 
 
 class Prepared(NamedTuple):
@@ -241,7 +242,7 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
     """
     x, y = model.check_data(x, y)
     y_err = model.check_errors(y_err, y.shape)
-    key_init, key_run = jax.random.split(jax.random.fold_in(_checks.as_seed_key(seed), salt))
+    key_init, key_run = _keys.stream(_checks.as_seed_key(seed), salt, 2)
     map_options = dict(map_options or {})
     if y_err is not None:
         map_options["y_err"] = y_err
@@ -252,13 +253,21 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
 
 def flat_starts(model: LiftedModel, values: dict, num_features: int) -> tuple[jax.Array, FlatLayout]:
     """Site values ``{site: (chains, *shape)}`` -> the samplers' flat starts ``(chains, dim)`` and their layout."""
-    if model.hierarchical:
-        unconstrained = jax.vmap(lambda v: model.unconstrain(v, num_features))(values)
-    else:
-        transforms = model.transforms(num_features)
-        unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
-    unravel = FlatLayout.of({k: v[0] for k, v in unconstrained.items()})
-    return jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained), unravel
+    unravel = FlatLayout(tuple((k, tuple(np.shape(values[k])[1:])) for k in sorted(values)))
+    return model.program(_flat_starts_program, num_features=num_features)(values), unravel
+
+
+def _flat_starts_program(model: LiftedModel, num_features: int):
+    """``{site: (chains, *shape)}`` (constrained) -> ``(chains, dim)`` sampler coordinates, as one program."""
+    def flat(values):
+        if model.hierarchical:
+            unconstrained = jax.vmap(lambda v: model.unconstrain(v, num_features))(values)
+        else:
+            transforms = model.transforms(num_features)
+            unconstrained = {k: transforms[k].inv(v) for k, v in values.items()}
+        return jax.vmap(lambda u: ravel_pytree(u)[0])(unconstrained)
+
+    return run_once(flat)
 
 
 class FlatLayout(NamedTuple):
@@ -302,6 +311,11 @@ def flat_potential(model: LiftedModel, unravel):
         return -(log_prior + jnp.sum(log_lik) + log_det)
 
     return potential
+
+
+def _draws_program(model: LiftedModel, unravel: FlatLayout, num_features: int):
+    """Flat sampler coordinates ``(draws, dim)`` -> ``{site: (draws, ...)}`` site values, as one program."""
+    return run_once(lambda flat: constrained_draws(model, jax.vmap(unravel)(flat), num_features))
 
 
 def constrained_draws(model: LiftedModel, samples: dict, num_features: int) -> dict:

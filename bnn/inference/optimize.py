@@ -49,7 +49,7 @@ from bnn.inference._loop import (
     shard_rows,
     warn_unsettled,
 )
-from bnn.lifting import LiftedModel
+from bnn.lifting import LiftedModel, run_once
 from bnn.likelihoods import NOISE_SITE
 
 DEFAULT_LEARNING_RATE = 1e-2
@@ -78,6 +78,18 @@ def objective_fn(model: LiftedModel, method: str, num_features: int, n: int):
 def _point_program(model: LiftedModel, method: str, optimizer, batch_size: int | None, n: int, num_features: int):
     """The compiled chunk of a MAP / MLE fit (see :func:`build_chunk`)."""
     return jax.jit(build_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size))
+
+
+def _start_program(model: LiftedModel, optimizer, num_features: int):
+    """``(initial site values, num_steps) -> (u0, optimizer state)``: the unconstrained start and the
+    optimiser's state for a run of ``num_steps`` (:func:`bnn.inference._loop.for_run`), as one program."""
+    transforms = model.transforms(num_features)
+
+    def start(init, num_steps):
+        u0 = {k: transforms[k].inv(v) for k, v in init.items()}
+        return u0, for_run(optimizer.init(u0), num_steps)
+
+    return run_once(start)
 
 
 def build_chunk(loss, optimizer, n: int, batch_size: int | None):
@@ -200,13 +212,13 @@ def fit_point(
     rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
     num_steps = check_num_steps(num_steps, rows.batch_size)
     init = model.initial_values(rows.x, rows.y, rows.key, init_params)
-    u0 = {k: rows.transforms[k].inv(v) for k, v in init.items()}
+    u0, opt_state = model.program(_start_program, optimizer=optimizer, num_features=rows.num_features)(init, num_steps)
     chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
                                n=rows.n, num_features=rows.num_features)
     (u, _), info = train(model, rows, lambda state, key, first, count, data: chunk(*state, key, first, count, data),
-                         (u0, for_run(optimizer.init(u0), num_steps)),
+                         (u0, opt_state),
                          rows.on(mesh), num_steps, eval_every, method.upper(), progress_bar, patience)
-    draws = {k: jnp.asarray(rows.transforms[k](v))[None] for k, v in u.items()}
+    draws = {k: jnp.asarray(np.asarray(rows.transforms[k](v))[None]) for k, v in u.items()}  # no op compiled per shape
     info["wall_time"] = time.perf_counter() - start
     return Fit(model=model, method=method, draws=draws, num_features=rows.num_features, info=info, y_err=rows.y_err_given)
 
@@ -303,7 +315,7 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
     if noise_scale is not None:
         point = point.with_likelihood(dataclasses.replace(model.likelihood, scale=noise_scale))
     fit = fit_point(point, x, y, method="map", seed=key, **options)
-    values = {s: v[0] for s, v in fit.draws.items()}
+    values = {s: np.asarray(v)[0] for s, v in fit.draws.items()}  # on the host: no op compiled per shape
     if noise_scale is not None:
         values[NOISE_SITE] = _checks.floats(noise_scale)
     if model.hierarchical:  # sampled scales start at the RMS of their weights at the MAP
