@@ -250,12 +250,12 @@ def test_equal_optax_optimizers_share_compiled_programs(sine_data):
     np.testing.assert_array_equal(np.asarray(first.info["loss"]), np.asarray(again.info["loss"]))
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
-    assert len(model._programs) == programs + 1
+    assert len(model._programs) == programs + 2  # the members' training steps and their optimiser start
     model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(2e-2))
-    from bnn.inference.optimize import _point_program, _start_program
+    from bnn.inference.optimize import _point_program, start_program
 
-    for build in (_point_program, _start_program):  # the training steps and the optimiser's start, per rate
-        assert len(model._programs.built_by(build)) == 2
+    assert len(model._programs.built_by(_point_program)) == 2  # MAP's training steps, one per rate
+    assert len(model._programs.built_by(start_program)) == 3  # the optimiser's start: per rate, and the members'
 
 
 def test_default_optimizer_is_adam_with_optax_cosine_decay_and_one_program_serves_every_length(sine_data):

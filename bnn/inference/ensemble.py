@@ -33,11 +33,10 @@ from bnn.fit import Fit
 from bnn.inference._loop import (
     FULL_BATCH_ROWS,
     check_num_steps,
-    for_run,
     make_optimizer,
     resolve_mesh,
 )
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_chunk, objective_fn, train, training_rows
+from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_chunk, objective_fn, start_program, train, training_rows
 from bnn.lifting import LiftedModel, flatten_params
 from bnn.likelihoods import Gaussian
 
@@ -194,7 +193,8 @@ def fit_ensemble(
     num_steps = check_num_steps(num_steps, rows.batch_size)
     n, num_features, transforms = rows.n, rows.num_features, rows.transforms
     starts = _member_starts(model, rows.x, rows.y, jax.random.split(rows.key, num_members))
-    u0 = {k: transforms[k].inv(v) for k, v in starts.items()}
+    u0, opt_state = model.program(start_program, optimizer=optimizer, num_features=num_features, members=True)(
+        starts, num_steps)
     if anchored and objective != "map":
         raise ValueError("`anchored=True` re-centres each member's prior; it needs objective='map', got 'mle'.")
     anchors, member_ys = (_anchors(model, rows.y, rows.y_err, num_features, num_members,
@@ -205,7 +205,7 @@ def fit_ensemble(
     )
     (u, _), trained = train(
         model, rows, lambda state, key, first, count, data: program(*state, key, first, count, data, anchors, member_ys),
-        (u0, for_run(jax.vmap(optimizer.init)(u0), num_steps)), rows.on(mesh), num_steps, eval_every,
+        (u0, opt_state), rows.on(mesh), num_steps, eval_every,
         f"ensemble ({objective.upper()})", progress_bar, patience, members=True)
     draws = {k: transforms[k](v) for k, v in u.items()}
     info = {**trained, "num_members": num_members, "objective": objective, "anchored": anchored,

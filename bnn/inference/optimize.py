@@ -80,14 +80,16 @@ def _point_program(model: LiftedModel, method: str, optimizer, batch_size: int |
     return jax.jit(build_chunk(objective_fn(model, method, num_features, n), optimizer, n, batch_size))
 
 
-def _start_program(model: LiftedModel, optimizer, num_features: int):
+def start_program(model: LiftedModel, optimizer, num_features: int, members: bool = False):
     """``(initial site values, num_steps) -> (u0, optimizer state)``: the unconstrained start and the
-    optimiser's state for a run of ``num_steps`` (:func:`bnn.inference._loop.for_run`), as one program."""
+    optimiser's state for a run of ``num_steps`` (:func:`bnn.inference._loop.for_run`), as one program;
+    with ``members`` every value has a leading member axis and each member gets its own state."""
     transforms = model.transforms(num_features)
+    init_state = jax.vmap(optimizer.init) if members else optimizer.init
 
     def start(init, num_steps):
         u0 = {k: transforms[k].inv(v) for k, v in init.items()}
-        return u0, for_run(optimizer.init(u0), num_steps)
+        return u0, for_run(init_state(u0), num_steps)
 
     return run_once(start)
 
@@ -212,7 +214,7 @@ def fit_point(
     rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
     num_steps = check_num_steps(num_steps, rows.batch_size)
     init = model.initial_values(rows.x, rows.y, rows.key, init_params)
-    u0, opt_state = model.program(_start_program, optimizer=optimizer, num_features=rows.num_features)(init, num_steps)
+    u0, opt_state = model.program(start_program, optimizer=optimizer, num_features=rows.num_features)(init, num_steps)
     chunk = model.program(_point_program, method=method, optimizer=optimizer, batch_size=rows.batch_size,
                                n=rows.n, num_features=rows.num_features)
     (u, _), info = train(model, rows, lambda state, key, first, count, data: chunk(*state, key, first, count, data),
@@ -338,6 +340,9 @@ class BestOnValidation:
             return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
 
         self._loss = jax.jit(jax.vmap(val_loss) if members else val_loss)
+        # each member's parameters where it improved, else its best so far (one program, not one op per array)
+        self._pick = jax.jit(lambda pick, new, old: jax.tree.map(
+            lambda a, b: jnp.where(pick.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old))
         self._members = members
         shape = (jax.tree.leaves(u0)[0].shape[0],) if members else ()
         self.best_u = u0
@@ -353,9 +358,7 @@ class BestOnValidation:
         self.history.append(current)
         improved = current < self.best_loss
         if self._members:
-            pick = jnp.asarray(improved)
-            self.best_u = jax.tree.map(
-                lambda new, old: jnp.where(pick.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), state[0], self.best_u)
+            self.best_u = self._pick(jnp.asarray(improved), state[0], self.best_u)
         elif improved:
             self.best_u = state[0]
         self.best_loss = np.where(improved, current, self.best_loss)
