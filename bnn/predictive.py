@@ -16,6 +16,7 @@ that memory stays bounded whatever the number of inputs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -241,7 +242,10 @@ def build_log_likelihood(model: LiftedModel):
     return jax.jit(jax.vmap(per_draw, in_axes=(0, None, None, None, None)))
 
 
-def _build_moments(model: LiftedModel, with_y: bool):
+def _build_moments(model: LiftedModel, with_y: bool, summarise: bool = False):
+    """``(draws, x, key, chunk_index, center, y_err) -> (means, variances, y draws)`` per draw at the rows
+    of one chunk (``y`` draws with ``jax.random.fold_in(key, chunk_index)``; ``None`` without ``with_y``).
+    With ``summarise`` (all rows in one chunk) the program also returns what :func:`_summarise` does."""
     likelihood = model.likelihood
 
     def per_draw(draw, xb, key, center, y_err):
@@ -255,11 +259,18 @@ def _build_moments(model: LiftedModel, with_y: bool):
             y = y[:, None]
         return mean, var, y
 
-    def moments(draws, xb, key, center, y_err):
-        keys = jax.random.split(key, jax.tree.leaves(draws)[0].shape[0])
-        return jax.vmap(per_draw, in_axes=(0, None, 0, None, None))(draws, xb, keys, center, y_err)
+    def moments(draws, xb, key, chunk_index, center, y_err):
+        keys = jax.random.split(jax.random.fold_in(key, chunk_index), jax.tree.leaves(draws)[0].shape[0])
+        m, v, y = jax.vmap(per_draw, in_axes=(0, None, 0, None, None))(draws, xb, keys, center, y_err)
+        return _summary([m], [v], [] if y is None else [y]) if summarise else (m, v, y)
 
     return jax.jit(moments)
+
+
+@functools.cache
+def _no_key() -> jax.Array:
+    """The key of predictions without sampled ``y`` (their programs draw nothing with it)."""
+    return jax.random.PRNGKey(0)
 
 
 def _pad_rows(a: np.ndarray, rows: int) -> np.ndarray:
@@ -281,22 +292,15 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
     num_draws = int(jax.tree.leaves(draws)[0].shape[0])
     n = x.shape[0]
     chunk = _chunk_size(num_draws, n, spec.width, batch_size)
-    fn = model.program(_build_moments, with_y=y_key is not None)
-    key = jax.random.PRNGKey(0) if y_key is None else y_key
-    means, variances, ys = [], [], []
-    for i, start in enumerate(range(0, n, chunk)):
-        stop = min(chunk, n - start)
-        xb = _pad_rows(x[start:start + stop], chunk)
-        eb = None if y_err is None else jnp.asarray(_pad_rows(y_err[start:start + stop], chunk))
-        m, v, yb = fn(draws, jnp.asarray(xb), jax.random.fold_in(key, i), linearize_at, eb)
-        constant = v.shape[1] != m.shape[1]  # (S, 1, out): the same for every input
-        means.append(_first_inputs(m, stop))
-        variances.append(v if constant else _first_inputs(v, stop))
-        if yb is not None:
-            ys.append(_first_inputs(yb, stop))
-    # a variance that does not depend on x comes back as (S, 1, out): keep one copy
-    samples, variance_samples, y_samples, mean, epistemic_var, aleatoric_var = _summarise(
-        means, variances[:1] if constant else variances, ys)
+    key = _no_key() if y_key is None else y_key
+    if chunk >= n:  # one chunk: the draws' moments and their summary in one program
+        fn = model.program(_build_moments, with_y=y_key is not None, summarise=True)
+        eb = None if y_err is None else jnp.asarray(_pad_rows(y_err, chunk))
+        summary = fn(draws, jnp.asarray(_pad_rows(x, chunk)), key, 0, linearize_at, eb)
+    else:
+        summary = _chunked(model.program(_build_moments, with_y=y_key is not None), draws, x, chunk, key,
+                           linearize_at, y_err)
+    samples, variance_samples, y_samples, mean, epistemic_var, aleatoric_var = summary
     return Predictions(
         mean=mean,
         epistemic_var=epistemic_var,
@@ -308,18 +312,39 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
     )
 
 
+def _chunked(fn, draws: dict, x: np.ndarray, chunk: int, key: jax.Array, center: dict | None,
+             y_err: np.ndarray | None) -> tuple:
+    """:func:`_summarise` of the moments program ``fn`` run on ``x`` in chunks of ``chunk`` rows (the last padded)."""
+    n = x.shape[0]
+    means, variances, ys = [], [], []
+    for i, start in enumerate(range(0, n, chunk)):
+        stop = min(chunk, n - start)
+        xb = _pad_rows(x[start:start + stop], chunk)
+        eb = None if y_err is None else jnp.asarray(_pad_rows(y_err[start:start + stop], chunk))
+        m, v, yb = fn(draws, jnp.asarray(xb), key, i, center, eb)
+        constant = v.shape[1] != m.shape[1]  # (S, 1, out): the same for every input
+        means.append(_first_inputs(m, stop))
+        variances.append(v if constant else _first_inputs(v, stop))
+        if yb is not None:
+            ys.append(_first_inputs(yb, stop))
+    # a variance that does not depend on x comes back as (S, 1, out): keep one copy
+    return _summarise(means, variances[:1] if constant else variances, ys)
+
+
 def _first_inputs(a: jax.Array, stop: int) -> jax.Array:
     """``a[:, :stop]`` (draws × inputs × ...); a full chunk as it is, without a slicing op."""
     return a if a.shape[1] == stop else a[:, :stop]
 
 
-@jax.jit
-def _summarise(means: list, variances: list, ys: list):
-    """The chunks joined along inputs (``ys`` empty: no sampled y, ``None``), and the moments over
-    draws: one program, not six eager ops."""
+def _summary(means: list, variances: list, ys: list):
+    """The chunks joined along inputs (``ys`` empty: no sampled y, ``None``), and the moments over draws."""
     samples = jnp.concatenate(means, axis=1)
     variance_samples = jnp.concatenate(variances, axis=1)
     y_samples = jnp.concatenate(ys, axis=1) if ys else None
     mean = jnp.mean(samples, axis=0)
     aleatoric_var = jnp.broadcast_to(jnp.mean(variance_samples, axis=0), mean.shape)
     return samples, variance_samples, y_samples, mean, jnp.var(samples, axis=0), aleatoric_var
+
+
+#: :func:`_summary` as one program, not six eager ops (for predictions made in several chunks)
+_summarise = jax.jit(_summary)

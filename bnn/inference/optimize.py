@@ -120,7 +120,8 @@ def build_chunk(loss, optimizer, n: int, batch_size: int | None):
 
 
 def split_validation(validation, x, y, y_err, key, model: LiftedModel):
-    """``(x_train, y_train, y_err_train, (x_val, y_val, y_err_val) or None)``."""
+    """``(x_train, y_train, y_err_train, (x_val, y_val, y_err_val) or None)``; a fraction of the rows is
+    drawn with the fit's ``key`` folded with :data:`bnn._keys.VALIDATION`."""
     if validation is None:
         return x, y, y_err, None
     if isinstance(validation, (float, np.floating)) and not isinstance(validation, bool):
@@ -133,7 +134,7 @@ def split_validation(validation, x, y, y_err, key, model: LiftedModel):
                 f"`validation={validation!r}` leaves {n_val} of {x.shape[0]} rows for validation; "
                 "at least one row must go to each side."
             )
-        perm = np.asarray(jax.random.permutation(key, x.shape[0]))
+        perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, _keys.VALIDATION), x.shape[0]))
         val, train = perm[:n_val], perm[n_val:]
         e_train, e_val = (None, None) if y_err is None else (y_err[train], y_err[val])
         return x[train], y[train], e_train, (x[val], y[val], e_val)
@@ -249,7 +250,7 @@ def training_rows(model: LiftedModel, x, y, y_err, seed, validation, batch_size)
     x, y = model.check_data(x, y)
     given = y_err = model.check_errors(y_err, y.shape)
     key = _checks.as_seed_key(seed)
-    x, y, y_err, val = split_validation(validation, x, y, y_err, jax.random.fold_in(key, _keys.VALIDATION), model)
+    x, y, y_err, val = split_validation(validation, x, y, y_err, key, model)
     n, num_features = x.shape
     return TrainingRows(x, y, y_err, given, val, key, n, num_features, check_batch_size(batch_size, n),
                         model.transforms(num_features))
