@@ -16,11 +16,8 @@ def sine_table(sine_nuts):
     x, y = sine_nuts.data
     model = sine_nuts.model
     x_test, y_test = bnn.datasets.sine(n=500, noise=0.1, seed=11, low=-1.5, high=1.5)
-    fits = {
-        "MAP": model.fit(x, y, method="map", num_steps=5000),
-        "Laplace": model.fit(x, y, method="laplace", num_steps=5000),
-        "NUTS": sine_nuts,
-    }
+    map_fit = model.fit(x, y, method="map", num_steps=5000)
+    fits = {"MAP": map_fit, "Laplace": model.fit(x, y, method="laplace", map_fit=map_fit), "NUTS": sine_nuts}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Pareto k warnings are tested below
         return bnn.compare(fits, x_test, y_test), fits, (x_test, y_test)
