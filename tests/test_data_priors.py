@@ -302,7 +302,7 @@ def test_guide_sites_round_trip():
         np.testing.assert_allclose(back[k][0], v)
 
 
-def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
+def test_hierarchical_sites_methods_and_errors(sine_data):
     x, y = sine_data
     net = bnn.MLP((4, 1), activation="tanh")
     model = bnn.BNN(net, prior=bnn.Normal(scale=bnn.HalfNormal(1.0)), likelihood=bnn.Gaussian(scale=0.1))
@@ -315,8 +315,24 @@ def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
     prior_draws = grouped.sample_prior(1, 4000, seed=0)["*.kernel.scale"]
     assert float(np.mean(prior_draws)) == pytest.approx(2.0 * np.sqrt(2 / np.pi), rel=4 * 0.6 / np.sqrt(4000))
 
-    # SVI here: its guide sites are its own (the samplers' hierarchical coordinates are the chain
-    # driver's, whose draws of the scale sites the quadrature test below checks)
+    for method in ("mle", "map", "ensemble", "laplace"):
+        with pytest.raises(ValueError, match="sampled prior scale .* has no useful mode"):
+            model.fit(x, y, method=method)
+    with pytest.raises(ValueError, match="tune_prior chooses only the noise scale of a learned Gaussian noise"):
+        model.fit(x, y, method="nuts", tune_prior=True)  # σ is fixed here: nothing left to tune
+    with pytest.raises(ValueError, match=r"`HalfNormal\(scale\)` must be"):
+        bnn.HalfNormal(-1.0)
+
+
+# the default run samples a hierarchical model with NUTS (the quadrature test above); SVI repeats it
+@pytest.mark.extended
+def test_hierarchical_svi_guide_sites_and_round_trip(sine_data, tmp_path):
+    """SVI's guide sites are its own (the samplers' hierarchical coordinates are the chain driver's,
+    whose draws of the scale sites the quadrature test checks); its fits save and load."""
+    x, y = sine_data
+    model = bnn.BNN(bnn.MLP((4, 1), activation="tanh"), prior=bnn.Normal(scale=bnn.HalfNormal(1.0)),
+                    likelihood=bnn.Gaussian(scale=0.1))
+    scales = ("Dense_0.bias.scale", "Dense_0.kernel.scale", "Dense_1.bias.scale", "Dense_1.kernel.scale")
     fit = model.fit(x, y, method="svi", num_steps=50, num_samples=20, map_options={"num_steps": 200})
     for site in scales:
         assert np.asarray(fit.draws[site]).shape[0] == fit.num_draws and np.all(np.asarray(fit.draws[site]) > 0)
@@ -328,11 +344,3 @@ def test_hierarchical_sites_methods_and_errors(sine_data, tmp_path):
     loaded = bnn.load(tmp_path / "fit")
     assert loaded.model.prior == model.prior
     np.testing.assert_allclose(np.asarray(loaded.predict(x).mean), np.asarray(fit.predict(x).mean), rtol=1e-6)
-
-    for method in ("mle", "map", "ensemble", "laplace"):
-        with pytest.raises(ValueError, match="sampled prior scale .* has no useful mode"):
-            model.fit(x, y, method=method)
-    with pytest.raises(ValueError, match="tune_prior chooses only the noise scale of a learned Gaussian noise"):
-        model.fit(x, y, method="nuts", tune_prior=True)  # σ is fixed here: nothing left to tune
-    with pytest.raises(ValueError, match=r"`HalfNormal\(scale\)` must be"):
-        bnn.HalfNormal(-1.0)
