@@ -245,7 +245,8 @@ def build_log_likelihood(model: LiftedModel):
 def _build_moments(model: LiftedModel, with_y: bool, summarise: bool = False):
     """``(draws, x, key, chunk_index, center, y_err) -> (means, variances, y draws)`` per draw at the rows
     of one chunk (``y`` draws with ``jax.random.fold_in(key, chunk_index)``; ``None`` without ``with_y``).
-    With ``summarise`` (all rows in one chunk) the program also returns what :func:`_summarise` does."""
+    With ``summarise`` (all rows in one chunk, none padded) the program returns their summary instead,
+    what :func:`_summarise` returns."""
     likelihood = model.likelihood
 
     def per_draw(draw, xb, key, center, y_err):
@@ -293,10 +294,9 @@ def predictions_from_draws(model: LiftedModel, draws: dict, x: np.ndarray, batch
     n = x.shape[0]
     chunk = _chunk_size(num_draws, n, spec.width, batch_size)
     key = _no_key() if y_key is None else y_key
-    if chunk >= n:  # one chunk: the draws' moments and their summary in one program
+    if chunk >= n:  # one chunk of all rows, unpadded: the draws' moments and their summary in one program
         fn = model.program(_build_moments, with_y=y_key is not None, summarise=True)
-        eb = None if y_err is None else jnp.asarray(_pad_rows(y_err, chunk))
-        summary = fn(draws, jnp.asarray(_pad_rows(x, chunk)), key, 0, linearize_at, eb)
+        summary = fn(draws, jnp.asarray(x), key, 0, linearize_at, None if y_err is None else jnp.asarray(y_err))
     else:
         summary = _chunked(model.program(_build_moments, with_y=y_key is not None), draws, x, chunk, key,
                            linearize_at, y_err)

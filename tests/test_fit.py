@@ -72,8 +72,10 @@ def test_chunked_prediction_equals_unchunked(many_draws):
     grid = bnn.datasets.sine_grid(101)
     whole = many_draws.predict(grid, batch_size=101)
     chunked = many_draws.predict(grid, batch_size=7)
+    wider = many_draws.predict(grid, batch_size=128)  # a chunk wider than the inputs holds just them
     for name in ("mean", "epistemic_var", "aleatoric_var", "samples"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(getattr(wider, name), getattr(whole, name))
 
 
 def test_predict_subsets_draws_and_samples_y(many_draws):

@@ -326,6 +326,13 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
     return values, fit
 
 
+@jax.jit
+def _pick_members(pick: jax.Array, new: dict, old: dict) -> dict:
+    """Each member's parameters from ``new`` where ``pick`` ``(members,)`` is True, else from ``old``
+    (one program per set of shapes, not one op per array)."""
+    return jax.tree.map(lambda a, b: jnp.where(pick.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
 class BestOnValidation:
     """Early stopping: keep the parameters at the lowest validation loss, stop after ``patience``
     checks without improvement. With ``members=True`` the parameters carry a leading member axis
@@ -341,9 +348,6 @@ class BestOnValidation:
             return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
 
         self._loss = jax.jit(jax.vmap(val_loss) if members else val_loss)
-        # each member's parameters where it improved, else its best so far (one program, not one op per array)
-        self._pick = jax.jit(lambda pick, new, old: jax.tree.map(
-            lambda a, b: jnp.where(pick.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old))
         self._members = members
         shape = (jax.tree.leaves(u0)[0].shape[0],) if members else ()
         self.best_u = u0
@@ -359,7 +363,7 @@ class BestOnValidation:
         self.history.append(current)
         improved = current < self.best_loss
         if self._members:
-            self.best_u = self._pick(jnp.asarray(improved), state[0], self.best_u)
+            self.best_u = _pick_members(jnp.asarray(improved), state[0], self.best_u)
         elif improved:
             self.best_u = state[0]
         self.best_loss = np.where(improved, current, self.best_loss)
