@@ -70,6 +70,16 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedFixtureScheduling(config, log)
 
 
+@pytest.fixture(autouse=True)
+def _no_persistent_cache(monkeypatch):
+    """A `bnn` command run in a test's process would turn on JAX's persistent compilation cache for
+    the rest of that process (bnn.cli): every later test's compilations would be written to disk, and
+    read back by later runs, so a test's time would depend on the runs before it."""
+    import bnn.cli
+
+    monkeypatch.setattr(bnn.cli, "_enable_compilation_cache", lambda: None)
+
+
 @pytest.fixture(scope="session")
 def sine_data():
     import bnn
