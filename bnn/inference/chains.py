@@ -253,7 +253,7 @@ def prepare_chains(model: LiftedModel, x, y, y_err, seed, salt: int, init, num_c
 
 def flat_starts(model: LiftedModel, values: dict, num_features: int) -> tuple[jax.Array, FlatLayout]:
     """Site values ``{site: (chains, *shape)}`` -> the samplers' flat starts ``(chains, dim)`` and their layout."""
-    unravel = FlatLayout(tuple((k, tuple(np.shape(values[k])[1:])) for k in sorted(values)))
+    unravel = FlatLayout.of(values, leading=1)
     return model.program(_flat_starts_program, num_features=num_features)(values), unravel
 
 
@@ -280,9 +280,9 @@ class FlatLayout(NamedTuple):
     sites: tuple[tuple[str, tuple[int, ...]], ...]
 
     @classmethod
-    def of(cls, values: dict) -> FlatLayout:
-        """The layout of ``ravel_pytree(values)``."""
-        return cls(tuple((k, tuple(np.shape(v))) for k, v in sorted(values.items())))
+    def of(cls, values: dict, leading: int = 0) -> FlatLayout:
+        """The layout of ``ravel_pytree(values)``; with ``leading`` axes (e.g. chains) that of one entry along them."""
+        return cls(tuple((k, tuple(np.shape(v)[leading:])) for k, v in sorted(values.items())))
 
     @classmethod
     def ravel(cls, values: dict) -> tuple[jax.Array, FlatLayout]:

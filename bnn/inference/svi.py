@@ -297,7 +297,7 @@ def fit_svi(
     if scale_of:
         init = to_guide_sites(model, init, rows.num_features)
     data = rows.on(mesh)
-    key_init, key_steps, key_post = jax.random.split(jax.random.fold_in(key, _keys.SVI), 3)
+    key_init, key_steps, key_post = _keys.stream(key, _keys.SVI, 3)
     init_state, chunk, finish = model.program(
         _svi_programs, guide=guide, optimizer=optimizer, n=rows.n, num_features=rows.num_features,
         batch_size=batch_size, num_particles=num_particles, init_scale=init_scale, rank=rank)
