@@ -49,7 +49,7 @@ def _settings(fast: bool) -> dict:
             "Laplace": ("laplace", {"num_steps": 300, "num_samples": 100}),
             "Ensemble": ("ensemble", {"num_members": 3, "num_steps": 300}),
             "SVI": ("svi", {"guide": "normal", "num_steps": 300, "num_samples": 100}),
-            "NUTS": ("nuts", {"num_chains": 2, "num_warmup": 50, "num_samples": 50, "max_tree_depth": 6}),
+            "NUTS": ("nuts", {"num_chains": 2, "num_warmup": 150, "num_samples": 200, "max_tree_depth": 6}),
         }
     return {
         "MLE": ("mle", {"num_steps": 5000}),

@@ -52,7 +52,9 @@ def pytest_collection_modifyitems(config, items):
 
 #: Test files that read another file's session fixtures run on that file's xdist worker (``--dist
 #: loadfile`` otherwise sends each file to whichever worker is free): the fits are then made once.
-SHARED_SCOPES = {"tests/test_plot.py": "tests/test_contract.py", "tests/test_bad_input.py": "tests/test_contract.py"}
+SHARED_SCOPES = {"tests/test_plot.py": "tests/test_contract.py", "tests/test_bad_input.py": "tests/test_contract.py",
+                 "tests/test_diagnostics.py": "tests/test_contract.py",
+                 "tests/test_cli.py": "tests/test_compare.py"}  # `bnn demo --fast` fits sine_nuts's model
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -111,7 +113,9 @@ def ridge_posterior(x, y, noise_scale, prior_scale):
 
 @pytest.fixture(scope="session")
 def sine_nuts():
-    """NUTS on the sine toy (40 points, [10, 10, 1] tanh, σ = 0.1, Normal(0, 1)): 2 × 200 draws after 150 warm-up steps."""
+    """NUTS on the sine toy (40 points, [10, 10, 1] tanh, σ = 0.1, Normal(0, 1)): 2 × 200 draws after 150 warm-up
+    steps, trees of at most 2⁶ leapfrog steps as in `bnn demo --fast` (at NumPyro's default depth of 10 every tree here takes 1023 steps,
+    sixteen times the sampling time for the same coverage and the same growth of the epistemic std outside the data)."""
     import warnings
 
     import bnn
@@ -120,7 +124,7 @@ def sine_nuts():
     model = bnn.BNN(bnn.MLP((10, 10, 1), activation="tanh"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=0.1))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a few divergences are expected on this posterior
-        return model.fit(x, y, method="nuts", seed=0, num_chains=2, num_warmup=150, num_samples=200)
+        return model.fit(x, y, method="nuts", seed=0, num_chains=2, num_warmup=150, num_samples=200, max_tree_depth=6)
 
 
 #: Small settings of every method for the shared fits below (the contract and save/load tests).

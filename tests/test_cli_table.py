@@ -30,7 +30,7 @@ def _run(capsys, *argv):
 def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     fit_dir = tmp_path / "fit"
     code, out, _ = _run(capsys, "fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "map",
-                        "--hidden", "8", "--prior", "fixed", "--cv", "3", "--out", fit_dir)
+                        "--hidden", "4", "--prior", "fixed", "--cv", "3", "--out", fit_dir)
     assert code == 0 and str(fit_dir) in out
     report = (fit_dir / "report.md").read_text()
     assert (fit_dir / "fit.png").stat().st_size > 0 and "| rmse |" in report
@@ -52,7 +52,7 @@ def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     # the same fit made in Python
     x = pd.read_csv(table / "data.csv")[["a", "b"]].to_numpy(np.float32)
     y = pd.read_csv(table / "data.csv")[["y"]].to_numpy(np.float32)
-    model = bnn.BNN(bnn.MLP((8, 1), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
+    model = bnn.BNN(bnn.MLP((4, 1), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
     direct = model.fit(x, y, method="map", seed=0, normalize=True)
     np.testing.assert_allclose(np.asarray(direct.predict(x_new).mean)[:, 0], got["mean"], rtol=1e-5, atol=1e-6)
     # the held-out column is the library's 3-fold cross-validation of the same fit
@@ -62,6 +62,7 @@ def test_fit_then_predict_equals_the_saved_fit(table, tmp_path, capsys):
     assert "held-out rows (3-fold cross-validation)" in report
 
 
+@pytest.mark.extended  # the default run checks an interrupted save through the library (test_io.test_an_interrupted_save_keeps_the_previous_fit)
 def test_an_interrupted_rerun_leaves_the_earlier_output(table, tmp_path, capsys, monkeypatch):
     fit_dir = tmp_path / "fit"
     argv = ["fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "map", "--hidden", "4", "--prior", "fixed",
@@ -82,6 +83,7 @@ def test_an_interrupted_rerun_leaves_the_earlier_output(table, tmp_path, capsys,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fit"]
 
 
+@pytest.mark.extended  # the default run checks classes through the CLI on a text-labelled table (test_text_classes_and_empty_cells)
 def test_categorical_predictions_are_class_probabilities(table, tmp_path, capsys):
     fit_dir = tmp_path / "cls"
     code, _, err = _run(capsys, "fit", table / "data.csv", "--target", "label", "--features", "a,b", "--method", "ensemble",
@@ -134,7 +136,7 @@ def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
     blocker.write_text("")
     fit_dir = tmp_path / "fit"
     assert cli.main(["fit", str(data), "--target", "y", "--features", "a,b", "--method", "map", "--hidden", "4",
-                     "--cv", "0", "--out", str(fit_dir)]) == 0
+                     "--prior", "fixed", "--cv", "0", "--out", str(fit_dir)]) == 0
     capsys.readouterr()
     cases = [
         (("fit", tmp_path / "nope.csv", "--target", "y", "--out", tmp_path / "o"), r"'.*nope.csv' does not exist"),

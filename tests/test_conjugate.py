@@ -141,6 +141,7 @@ def test_lowrank_laplace_at_full_rank_is_the_exact_posterior(oracle):
     assert fit.info["log_evidence"] == pytest.approx(_exact_log_evidence(x, y, PRIOR, NOISE), abs=1e-3)
 
 
+@pytest.mark.extended  # the default run checks low-rank Laplace against the exact posterior at full rank (above)
 def test_lowrank_laplace_of_a_network_against_the_dense_ggn(sine_data):
     """A 16-parameter network. At rank 16 the low-rank Laplace is the dense GGN Laplace: the same
     key gives the same draws (to float32 rounding of O(1) numbers) and the same evidence. At rank 3
@@ -169,6 +170,7 @@ def _svi(model, x, y, guide, **options):
     return model.fit(x, y, method="svi", guide=guide, optimizer=optax.adam(schedule), num_samples=20000, **options)
 
 
+@pytest.mark.extended  # an option of SVI: the default (mean-field) guide is checked against the closed form below
 def test_fullrank_svi_matches_mean_and_covariance(oracle):
     model, x, y, mean, cov = oracle
     fit = _svi(model, x, y, "fullrank", num_steps=8000, num_particles=4)
@@ -228,6 +230,7 @@ def test_default_svi_settles_at_the_optimum(oracle, seed):
     assert np.all(np.abs(mf.mean(0) - mean) < 0.15 * sd), (mf.mean(0) - mean) / sd
 
 
+@pytest.mark.extended  # the default run checks where the default SVI ends (test_default_svi_settles_at_the_optimum)
 def test_svi_starts_its_guide_at_the_map_fit_of_its_seed(oracle):
     """init="map" (the default of Gaussian guides): the guide's means start at model.fit(method="map", seed).
 

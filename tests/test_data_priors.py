@@ -60,6 +60,11 @@ def test_every_method_runs_on_the_exact_evidence_maximiser(linear_data, exact_sc
     assert fit.info["log_evidence"] == pytest.approx(_log_evidence(x, y, prior_scale, noise_scale), abs=1e-2)
     assert "noise_scale" not in fit.draws  # empirical Bayes: σ is a fixed value of the tuned model
     assert fit.info["tune_time"] > 0
+    if method == "map":  # the tuned model's MAP: the ridge solution at the tuned scales (Adam to ~1e-5, as in test_conjugate)
+        mean, _ = ridge_posterior(x, y, fit.info["noise_scale"], fit.info["prior_scale"])
+        got = np.concatenate([np.asarray(fit.params["params"]["Dense_0"]["kernel"])[:, 0],
+                              np.asarray(fit.params["params"]["Dense_0"]["bias"])])
+        assert np.linalg.norm(got - mean) / np.linalg.norm(mean) < 1e-4
 
 
 def test_layerwise_tuning_finds_the_exact_scale_of_each_parameter_array(linear_data):
@@ -110,6 +115,7 @@ def test_tuning_with_known_errors_finds_the_exact_factor_on_them(linear_data):
     assert fit.info["noise_scale"] == pytest.approx(best[1], rel=1e-2)
 
 
+@pytest.mark.extended  # the default run checks the tuned MAP against ridge with a learned noise scale (above)
 def test_tuned_map_is_the_ridge_solution_at_the_tuned_scales(linear_data):
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
@@ -243,6 +249,7 @@ def test_a_hierarchical_prior_takes_only_its_noise_scale_from_the_evidence(linea
     assert not any(k.startswith("prior_scale") for k in fit.info)  # the weights' scales are in the draws
 
 
+@pytest.mark.extended  # the default run checks the evidence's noise scale (test_every_method_runs_on_the_exact_evidence_maximiser) and hierarchical NUTS against quadrature
 def test_hierarchical_chains_start_at_the_evidence_noise_scale(linear_data, exact_scales):
     """A hierarchical model with a learned noise: each chain's MAP start holds σ at the evidence's
     choice for the point model (the exact type-II ML σ of the linear model here, 1 %), so its weights

@@ -67,19 +67,19 @@ def test_each_member_is_the_map_fit_from_its_own_start(sine_data):
 def test_an_ensemble_is_a_fit_like_any_other(sine_data, tmp_path):
     x, y = sine_data
     model = bnn.BNN(bnn.MLP((8, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
-    fit = model.fit(x, y, method="ensemble", num_members=5, num_steps=1500)
+    fit = model.fit(x, y, method="ensemble", num_members=3, num_steps=1500)  # the next test's members: its programs
     grid = bnn.datasets.sine_grid(30)
     pred = fit.predict(grid)
     # the predictive is the uniform mixture of the members
     members = [bnn.Fit(model=model, method="map", draws={k: v[m:m + 1] for k, v in fit.draws.items()},
-                       num_features=1).predict(grid) for m in range(5)]
+                       num_features=1).predict(grid) for m in range(3)]
     means = np.stack([np.asarray(p.mean) for p in members])
     np.testing.assert_allclose(np.asarray(pred.mean), means.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(pred.epistemic_var), means.var(0), rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(np.asarray(pred.variance), np.asarray(pred.epistemic_var + pred.aleatoric_var), rtol=1e-6)
-    assert fit.num_draws == 5 and np.asarray(fit.draws["noise_scale"]).shape == (5,)
+    assert fit.num_draws == 3 and np.asarray(fit.draws["noise_scale"]).shape == (3,)
     tree = fit.to_arviz()
-    assert tree["posterior"]["Dense_0.kernel"].shape == (1, 5, 1, 8)
+    assert tree["posterior"]["Dense_0.kernel"].shape == (1, 3, 1, 8)
     assert "independent draws" in bnn.diagnose(fit, grid).verdict
     fit.save(tmp_path / "ens")
     np.testing.assert_array_equal(np.asarray(bnn.load(tmp_path / "ens").predict(grid).mean), np.asarray(pred.mean))

@@ -89,6 +89,7 @@ def test_params_of_a_sampling_fit_is_an_error(many_draws):
         many_draws.params
 
 
+@pytest.mark.extended  # the default run checks the probabilities of every classifier likelihood in test_contract
 def test_classifier_predictions_have_probs():
     x, y = bnn.datasets.hill(n=100, seed=0)
     fit = bnn.BNN(bnn.MLP((8, 3)), likelihood=bnn.Categorical()).fit(x, y, method="mle", num_steps=50)

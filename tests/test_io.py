@@ -28,6 +28,7 @@ def _round_trip_cases():
 # over another likelihood and a custom network
 @pytest.mark.parametrize("name", ["classifier", pytest.param("hetero", marks=pytest.mark.extended),
                                   pytest.param("poly", marks=pytest.mark.extended)])
+@pytest.mark.extended  # the default run checks the round trip of every method (test_contract) and of a normalized classifier through the CLI (test_cli_table)
 def test_round_trip_of_normalized_classifier_polynomial_and_dict_prior(tmp_path, name):
     model, x, y = _round_trip_cases()[name]
     fit = model.fit(x, y, method="laplace", normalize=True, num_steps=100, num_samples=10)

@@ -83,6 +83,7 @@ def test_laplace_is_the_exact_heteroscedastic_posterior(data, hessian):
     assert fit.info["log_evidence"] == pytest.approx(exact, abs=2e-3)
 
 
+@pytest.mark.extended  # NUTS's draws are checked against a closed form in the default run (test_conjugate); known errors enter its model as for MLE and Laplace here
 def test_nuts_matches_the_exact_posterior(data):
     x, y, err = data
     fit = _linear().fit(x, y, method="nuts", y_err=err, seed=0, num_chains=1, num_warmup=300, num_samples=1500)

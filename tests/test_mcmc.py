@@ -61,6 +61,7 @@ def test_parallel_needs_devices(linear_data):
         model.fit(x, y, method="nuts", init="zeros")
 
 
+@pytest.mark.extended  # the default run checks the program cache on MAP (test_programs); this is the samplers' twin
 def test_repeat_fits_reuse_one_program_and_match_a_fresh_model(linear_data, capsys):
     """The NUTS program is compiled once per model and settings: a later fit with another seed,
     other targets and another number of draws runs on it (no new trace) and gives exactly what a

@@ -38,6 +38,7 @@ def _flat(variables):
     return bnn.lifting.flatten_params(variables)
 
 
+@pytest.mark.extended  # the default run reads every NNX site by its dotted path in test_nnx_and_linen_mlps_have_the_same_log_joint_and_map_fit
 def test_sites_are_the_dotted_nnx_paths():
     model = _model()
     spec = model.spec(1)
@@ -76,6 +77,7 @@ def test_inputs_of_the_wrong_width_name_both_widths():
         fit.predict(np.c_[GRID, GRID])
 
 
+@pytest.mark.extended  # the bridge's seeds; the default run checks the bridge's log joint and MAP fit against linen's
 def test_seeds_redraw_random_arrays_and_keep_constant_ones():
     model = _model(hidden=16)
     a, b, again = (_flat(model.init_params(X, s)) for s in (0, 1, 0))
@@ -115,7 +117,7 @@ def test_an_initializer_in_param_metadata_is_used():
 
 @pytest.mark.parametrize("method, options", [
     pytest.param("mle", {"num_steps": 30}, marks=pytest.mark.extended),
-    ("map", {"num_steps": 30}),
+    pytest.param("map", {"num_steps": 30}, marks=pytest.mark.extended),  # MAP through the bridge: test_inputs_of_the_wrong_width_name_both_widths
     pytest.param("ensemble", {"num_members": 2, "num_steps": 30}, marks=pytest.mark.extended),
     pytest.param("laplace", {"num_steps": 30, "num_samples": 5}, marks=pytest.mark.extended),
     pytest.param("svi", {"num_steps": 30, "num_samples": 5}, marks=pytest.mark.extended),
@@ -192,6 +194,7 @@ def test_nnx_and_linen_mlps_have_the_same_log_joint_and_map_fit():
     # network output f may differ by a few ulps of the magnitudes in its dot products (same kernels,
     # possibly another summation order); the Gaussian log-density moves by |y - f| / σ² times that.
     spec = nnx_model.spec(1)
+    assert spec.paths == PATHS  # the sites are the modules' dotted attribute paths
     magnitude = sum(float(jnp.sum(jnp.abs(spec.priors[p].distribution(s).log_prob(params[p]))))
                     for p, s in zip(spec.paths, spec.shapes)) + abs(float(lp_nnx))
     np.testing.assert_allclose(lp_nnx, lp_lin, rtol=0, atol=8 * EPS * magnitude)

@@ -31,6 +31,7 @@ def test_map_linear_equals_closed_form_ridge(linear_data):
     assert rel < 1e-4, (got, exact, rel)
 
 
+@pytest.mark.extended  # the default run checks the default optimiser against ridge (test_conjugate.test_default_map_reaches_the_ridge_solution)
 def test_map_linear_with_adam_default_reaches_ridge(linear_data):
     x, y = linear_data
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(0.5), likelihood=bnn.Gaussian(scale=0.3))
@@ -90,6 +91,7 @@ def test_fit_equals_plain_optax_loop(sine_data, method):
 
 
 @pytest.mark.filterwarnings("ignore:.*loss had not settled:UserWarning")
+@pytest.mark.extended  # the default run checks MAP against ridge and MLE against least squares in closed form
 def test_map_with_huge_prior_scale_is_mle(sine_data):
     x, y = sine_data
     net = bnn.MLP((10, 1))
@@ -237,6 +239,7 @@ def test_custom_flax_module_is_liftable():
     np.testing.assert_allclose(float(fit.params["params"]["a"]), exact, rtol=1e-4)
 
 
+@pytest.mark.extended  # the default run checks when MAP's programs are reused (test_programs)
 def test_equal_optax_optimizers_share_compiled_programs(sine_data):
     """``optax.adam(1e-2)`` is a new object on every call; MAP and ensemble fits given equal ones
     reuse one compiled program (and give the same result), a different rate compiles anew."""

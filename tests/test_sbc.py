@@ -58,6 +58,7 @@ def _report(test):
     return ", ".join(f"{test.names[k]}: p_bonf={test.p_bonferroni[k]:.2g} counts={test.counts[k].tolist()}" for k in order)
 
 
+@pytest.mark.extended  # NUTS's draws are checked against the closed form in the default run (test_conjugate); SBC repeats it over 100 data sets
 def test_nuts_ranks_are_uniform(model):
     result = sbc.run(model, X, X_TEST, seed=0, **FAST)
     assert result.ranks.shape == (100, 15) and result.ranks.min() >= 0 and result.ranks.max() <= 19

@@ -23,13 +23,17 @@ def _expected_failures(estimator) -> dict:
     }
 
 
+# scikit-learn's estimator checks fit on tables of many sizes, each a program of its own to compile: they run
+# with -m extended. The default run checks the estimators' own contract below: the wrapped fit's predictions,
+# feature names, pickling, labels and probabilities, and the estimators inside cross-validation and a grid search.
+@pytest.mark.extended
 @parametrize_with_checks([BNNRegressor(**SMALL)], expected_failed_checks=_expected_failures)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
 
-# The classifier shares the regressor's fitting and input checks (checked above in the default run); its
-# own behaviour (labels, probabilities, binary and multiclass) is checked by test_classifier_labels_and_probabilities
+# The classifier shares the regressor's fitting and input checks (above); its own behaviour (labels,
+# probabilities, binary and multiclass) is checked by test_classifier_labels_and_probabilities
 @pytest.mark.extended
 @parametrize_with_checks([BNNClassifier(**SMALL)], expected_failed_checks=_expected_failures)
 def test_scikit_learn_classifier_checks(estimator, check):
@@ -89,7 +93,7 @@ def test_pipeline_cross_validation_and_grid_search(table):
     from sklearn.preprocessing import StandardScaler
 
     x, y = table
-    folds = KFold(3)
+    folds = KFold(2)  # folds of 32 rows, as the grid search's below: the same compiled programs
     scores = cross_val_score(make_pipeline(StandardScaler(), BNNRegressor(**SMALL)), x, y, cv=folds)
     by_hand = []
     for train, test in folds.split(x):

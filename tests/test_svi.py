@@ -18,7 +18,7 @@ def _svi_programs(model):
     return model._programs.built_by(bnn.inference.svi._svi_programs)
 
 
-@pytest.mark.extended  # the samplers' twin in test_mcmc.py checks the same program cache
+@pytest.mark.extended  # the default run checks the program cache on MAP (test_programs); this is SVI's twin
 def test_second_fit_reuses_the_compiled_programs_and_equals_a_fresh_model():
     x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
     x2, y2 = bnn.datasets.sine(n=30, noise=0.1, seed=1)  # other data, same shapes
@@ -97,6 +97,7 @@ def test_the_benchmark_runs_in_fast_mode(tmp_path):
 
 
 @pytest.mark.oracle
+@pytest.mark.extended  # the default run checks the mean-field guide's draws against its parameters in test_the_one_draw_mean_field_guide_is_numpyros_autonormal
 def test_mean_field_draws_follow_the_fitted_guide():
     """Draws of the mean-field guide are loc + scale * N(0, 1) per site, mapped to its support.
 
@@ -126,7 +127,8 @@ def test_mean_field_draws_follow_the_fitted_guide():
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("guide", ["normal", pytest.param("lowrank", marks=pytest.mark.extended), "delta"])
+@pytest.mark.parametrize("guide", ["normal", pytest.param("lowrank", marks=pytest.mark.extended),
+                                   pytest.param("delta", marks=pytest.mark.extended)])  # delta = MAP: test_conjugate
 def test_the_elbo_is_numpyros_trace_elbo_summed_in_trace_order(guide):
     """SVI's objective against NumPyro's ``Trace_ELBO`` on the same keys, at a guide away from its
     start (``"fullrank"`` is an ``AutoContinuous`` guide as ``"lowrank"`` is: one auxiliary latent
