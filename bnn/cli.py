@@ -316,8 +316,10 @@ def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, m
     import matplotlib.pyplot as plt
     import numpy as np
 
+    import bnn
     from bnn import io, tables
     from bnn.compare import MIN_HELDOUT_COVERAGE, heldout_metrics
+    from bnn.diagnostics import CHAIN_METHODS
 
     out = Path(args.out)
     io.write(fit, folder)
@@ -365,6 +367,8 @@ def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, m
         fig.savefig(folder / "fit.png", dpi=110, bbox_inches="tight")
         plt.close(fig)
         lines += ["", "![observed vs predicted on the training rows](fit.png)"]
+    if fit.method in CHAIN_METHODS:  # the chains' own check: agreement in function space, divergences, energy error
+        lines += ["", "## Convergence (function space, at the training rows)", "", bnn.diagnose(fit, x).verdict]
     if seen:
         lines += ["", "## Warnings", ""] + [f"- {w.message}" for w in seen]
     lines += ["", f"Predict new rows with `bnn predict {out} NEW.csv --out predictions.csv`."]

@@ -127,6 +127,21 @@ def test_text_classes_and_empty_cells(tmp_path, capsys):
     assert list(got["predicted"]) == list(np.array(["cat", "dog", "fox"])[probs.argmax(1)])
 
 
+@pytest.mark.extended  # a sampler's fit through the CLI; the default run checks the verdict's parts in test_diagnostics
+def test_a_sampled_fit_reports_its_convergence(table, tmp_path, capsys):
+    """A chain method's report carries bnn.diagnose's verdict at the training rows (function-space R-hat,
+    divergences, and MCLMC's energy error), the same as the library gives for the saved fit."""
+    fit_dir = tmp_path / "fit"
+    code, _, err = _run(capsys, "fit", table / "data.csv", "--target", "y", "--features", "a,b", "--method", "mclmc",
+                        "--hidden", "4", "--cv", "0", "--out", fit_dir)
+    assert code == 0, err
+    report = (fit_dir / "report.md").read_text()
+    section = report.split("## Convergence (function space, at the training rows)\n\n", 1)[1].split("\n", 1)[0]
+    fit = bnn.load(fit_dir)
+    x = pd.read_csv(table / "data.csv")[["a", "b"]].to_numpy(np.float32)
+    assert section == bnn.diagnose(fit, x).verdict and "energy error variance per dimension" in section.lower()
+
+
 def test_errors_are_one_line_and_exit_nonzero(table, tmp_path, capsys):
     data = table / "data.csv"
     pd.DataFrame({"a": [1.0, 2.0, None, 4.0, 5.0, 6.0], "y": [1.0, 2.0, 3.0, None, 5.0, 6.0]}).to_csv(tmp_path / "gaps.csv", index=False)

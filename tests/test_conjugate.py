@@ -66,6 +66,8 @@ def test_mclmc_matches_the_closed_form_within_monte_carlo_error(oracle):
     # the tuner aims at an energy-error variance of 5e-4 per dimension from noisy estimates
     # (0.7-2.6x the target seen over chains); a failed tuning is off by orders of magnitude
     assert np.all((fit.info["energy_var"] > 5e-4 / 10) & (fit.info["energy_var"] < 5e-4 * 10)), fit.info["energy_var"]
+    report = bnn.diagnose(fit)  # a passing verdict shows the worst chain's energy error
+    assert report.ok and f"energy error variance per dimension ≤ {np.max(fit.info['energy_var']):.2g}" in report.verdict
 
 
 @pytest.mark.extended  # the conjugate MCLMC check above runs in the default run

@@ -167,3 +167,28 @@ def test_one_chain_is_reported_as_unverified(linear_nuts):
     assert not report.ok
     assert report.verdict.startswith("unverified: one chain")
     assert np.all(np.isnan(report.function_rhat)) and np.all(report.function_ess_bulk > 100)
+
+
+def test_mclmc_energy_error_is_reported_and_fails_the_fit_when_large(method_fit):
+    """MCLMC's energy error while sampling (``info["energy_var"]``, per chain) enters the report: its worst
+    chain is shown, and above ENERGY_VAR_THRESHOLD the fit fails whatever R-hat says (a step size too long
+    for where the chains went biases the draws without a divergence)."""
+    from bnn.diagnostics import ENERGY_VAR_THRESHOLD
+
+    fit = method_fit("mclmc", "learned")
+    report = bnn.diagnose(fit)
+    assert report.energy_var == pytest.approx(float(np.max(fit.info["energy_var"])))
+    assert fit.info["energy_var"].shape == (fit.num_chains,)
+    assert (report.energy_var > ENERGY_VAR_THRESHOLD) == ("energy error variance per dimension" in report.verdict
+                                                           and not report.ok)
+    for worst, fails in ((0.5 * ENERGY_VAR_THRESHOLD, False), (3.0, True)):
+        info = {**fit.info, "energy_var": np.array([1e-4, worst])}
+        judged = bnn.diagnose(dataclasses.replace(fit, info=info))
+        assert judged.energy_var == worst
+        assert (f"energy error variance per dimension {worst:.2g} while sampling" in judged.verdict) == fails
+        if fails:
+            assert not judged.ok and judged.verdict.startswith("not converged:")
+        else:  # the chains' other checks decide, and the verdict shows the energy error
+            assert judged.ok == report.ok and report.energy_var <= ENERGY_VAR_THRESHOLD
+            assert f"energy error variance per dimension ≤ {worst:.2g}" in judged.verdict.lower()
+    assert np.isnan(bnn.diagnose(method_fit("nuts", "learned")).energy_var)
