@@ -53,7 +53,7 @@ def pytest_collection_modifyitems(config, items):
 #: Test files that read another file's session fixtures run on that file's xdist worker (``--dist
 #: loadfile`` otherwise sends each file to whichever worker is free): the fits are then made once.
 SHARED_SCOPES = {"tests/test_plot.py": "tests/test_contract.py", "tests/test_bad_input.py": "tests/test_contract.py",
-                 "tests/test_diagnostics.py": "tests/test_contract.py",
+                 "tests/test_diagnostics.py": "tests/test_contract.py", "tests/test_mcmc.py": "tests/test_contract.py",
                  "tests/test_cli.py": "tests/test_compare.py"}  # `bnn demo --fast` fits sine_nuts's model
 
 
@@ -125,6 +125,17 @@ def sine_nuts():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a few divergences are expected on this posterior
         return model.fit(x, y, method="nuts", seed=0, num_chains=2, num_warmup=150, num_samples=200, max_tree_depth=6)
+
+
+@pytest.fixture(scope="session")
+def linear_nuts(linear_data):
+    """NUTS on the linear data (MLP((1,)), Normal(1) priors, learned noise), 4 chains from MAP starts, 500 draws
+    each after 300 warm-up steps: tests/test_diagnostics.py and tests/test_mcmc.py (one worker, see SHARED_SCOPES)."""
+    import bnn
+
+    x, y = linear_data
+    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
+    return model.fit(x, y, method="nuts", seed=0, num_chains=4, num_warmup=300, num_samples=500)
 
 
 #: Small settings of every method for the shared fits below (the contract and save/load tests).

@@ -17,7 +17,9 @@ def sine_table(sine_nuts):
     model = sine_nuts.model
     x_test, y_test = bnn.datasets.sine(n=500, noise=0.1, seed=11, low=-1.5, high=1.5)
     map_fit = model.fit(x, y, method="map", num_steps=5000)
-    fits = {"MAP": map_fit, "Laplace": model.fit(x, y, method="laplace", map_fit=map_fit), "NUTS": sine_nuts}
+    # 100 draws as in `bnn demo --fast` (tests/test_cli.py, the same worker): the demo's compiled programs serve
+    laplace = model.fit(x, y, method="laplace", map_fit=map_fit, num_samples=100)
+    fits = {"MAP": map_fit, "Laplace": laplace, "NUTS": sine_nuts}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # Pareto k warnings are tested below
         return bnn.compare(fits, x_test, y_test), fits, (x_test, y_test)

@@ -11,13 +11,6 @@ import pytest
 import bnn
 
 
-@pytest.fixture(scope="module")
-def linear_nuts(linear_data):
-    x, y = linear_data
-    model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian())
-    return model.fit(x, y, method="nuts", seed=0, num_chains=4, num_warmup=300, num_samples=500)
-
-
 def test_nuts_export_has_every_group_and_passes_arviz(linear_nuts):
     tree = linear_nuts.to_arviz(num_prior_samples=20)
     assert set(tree.children) == {
