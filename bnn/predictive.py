@@ -147,28 +147,21 @@ class Predictions:
             raise AttributeError("`probs` is defined for Bernoulli and Categorical likelihoods; use `mean` here.")
         return self.mean
 
-    def _class_probs(self, probs: jax.Array) -> jax.Array:
-        """Probabilities over the last axis: binary columns become ``[1 − p, p]`` pairs."""
+    def _entropies(self, probs: jax.Array, mean_over_draws: bool = False) -> jax.Array:
+        """:func:`_entropy` of class probabilities ``(..., n, out)`` (classifiers only)."""
         if self.continuous:
             raise AttributeError("entropies are defined for Bernoulli and Categorical likelihoods only.")
-        if self.kind == "binary":
-            return jnp.stack([1.0 - probs, probs], axis=-1)
-        return probs[..., None, :]
-
-    @staticmethod
-    def _entropy(probs: jax.Array) -> jax.Array:
-        """Entropy (nats) over the last axis, summed over independent output columns."""
-        return -jnp.sum(jax.scipy.special.xlogy(probs, probs), axis=(-1, -2))
+        return _entropy(probs, self.kind == "binary", mean_over_draws)
 
     @property
     def entropy(self) -> jax.Array:
         """Predictive entropy ``H[p̄(y | x)]`` in nats, ``(n,)``: total uncertainty (classifiers)."""
-        return self._entropy(self._class_probs(self.mean))
+        return self._entropies(self.mean)
 
     @property
     def expected_entropy(self) -> jax.Array:
         """``meanₛ H[p(y | x, θₛ)]``, ``(n,)``: the aleatoric part of the entropy (classifiers)."""
-        return jnp.mean(self._entropy(self._class_probs(self.samples)), axis=0)
+        return self._entropies(self.samples, mean_over_draws=True)
 
     @property
     def mutual_information(self) -> jax.Array:
@@ -193,6 +186,19 @@ class Predictions:
         level = _checks.level(level)
         lo, hi = self.quantiles([(1.0 - level) / 2.0, (1.0 + level) / 2.0])
         return lo, hi
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))  # one program per shape, not one per operation
+def _entropy(probs: jax.Array, binary: bool, mean_over_draws: bool) -> jax.Array:
+    """Entropy (nats) over the classes, summed over independent output columns: ``(..., n, out) -> (..., n)``;
+    with ``mean_over_draws``, ``(draws, n, out) -> (n,)``, its mean over the leading axis.
+
+    ``binary``: each column is P(y = 1) of its own Bernoulli; otherwise the columns are one
+    categorical's class probabilities.
+    """
+    p = jnp.stack([1.0 - probs, probs], axis=-1) if binary else probs[..., None, :]
+    entropy = -jnp.sum(jax.scipy.special.xlogy(p, p), axis=(-1, -2))
+    return jnp.mean(entropy, axis=0) if mean_over_draws else entropy
 
 
 @jax.jit

@@ -350,9 +350,9 @@ def test_map_objective_is_mse_plus_weight_decay(l2, n, theta_ratio):
     rng = np.random.default_rng([case.seed, 2])
     spec = model.spec(case.num_features)
     params = {p: (theta_ratio * prior_scale * rng.normal(size=s)).astype(np.float32) for p, s in zip(spec.paths, spec.shapes)}
-    f = np.asarray(model.apply({k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(x)))
+    f = np.asarray(jax.jit(model.apply)({k: jnp.asarray(v) for k, v in params.items()}, jnp.asarray(x)))
     y = (f + sigma * rng.normal(scale=rng.uniform(0.3, 3.0), size=f.shape)).astype(np.float32)
-    log_joint, _ = log_density(model.model, (x, y), {}, params)
+    log_joint = jax.jit(lambda p: log_density(model.model, (x, y), {}, p)[0])(params)  # one program, not one per op
     neg = -float(log_joint)
 
     r = y.astype(np.float64) - f.astype(np.float64)  # f is the network evaluated in float32, as in the model
