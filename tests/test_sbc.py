@@ -58,7 +58,7 @@ def _report(test):
     return ", ".join(f"{test.names[k]}: p_bonf={test.p_bonferroni[k]:.2g} counts={test.counts[k].tolist()}" for k in order)
 
 
-@pytest.mark.extended  # NUTS's draws are checked against the closed form in the default run (test_conjugate); SBC repeats it over 100 data sets
+@pytest.mark.extended  # the default run runs SBC end to end with Laplace (below) and checks NUTS's draws against the closed form (test_conjugate)
 def test_nuts_ranks_are_uniform(model):
     result = sbc.run(model, X, X_TEST, seed=0, **FAST)
     assert result.ranks.shape == (100, 15) and result.ranks.min() >= 0 and result.ranks.max() <= 19
@@ -181,7 +181,6 @@ def test_nuts_ranks_are_uniform_many_replications(model):
     assert test.passed, _report(test)
 
 
-@pytest.mark.extended  # the default run checks the shipped NUTS and the negative control
 def test_laplace_through_model_fit_passes(model):
     """Any method of ``model.fit`` through ``sbc.run(method=...)``: one fit per replication, the
     function values ranked as the fit predicts them (the default linearised predictive). The
