@@ -1,5 +1,6 @@
 """SVI programs are compiled once per model and settings, and reusing them changes nothing."""
 
+import functools
 import time
 
 import numpy as np
@@ -126,6 +127,44 @@ def test_mean_field_draws_follow_the_fitted_guide():
     assert off_diagonal.max() < 5 / np.sqrt(num), off_diagonal.max()
 
 
+def _elbo_data():
+    """The sine toy's 30 rows and a minibatch of every third row (NumPyro's plate takes JAX indices)."""
+    import jax.numpy as jnp
+
+    return (*bnn.datasets.sine(n=30, noise=0.1, seed=0), jnp.arange(0, 30, 3))
+
+
+@functools.cache
+def _away_from_start(guide: str):
+    """``(MAP values, guide parameters)``: ``guide`` started at a short MAP fit of :func:`_model`, then
+    5 Adam steps of NumPyro's ``Trace_ELBO`` on the minibatch of :func:`_elbo_data`, so that every
+    parameter is away from its start. Shared by the tests below (one compiled SVI step per guide)."""
+    import jax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.optim import Adam
+
+    from bnn.inference.svi import make_guide, minibatch_model
+
+    x, y, idx = _elbo_data()
+    model = _model()
+    fn = minibatch_model(model)
+    values = {k: v[0] for k, v in model.fit(x, y, method="map", num_steps=20).draws.items()}
+    svi = SVI(fn, make_guide(guide, fn, values, 0.1, 2 if guide == "lowrank" else None), Adam(0.05), Trace_ELBO())
+    state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)
+    state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, lambda i, s: svi.update(s, x, y, idx)[0], s))(state)
+    return values, svi.get_params(state)
+
+
+def _set_up(guide, fn):
+    """``guide`` after NumPyro's SVI set it up on ``fn`` (an autoguide builds itself on a first call)."""
+    import jax
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.optim import Adam
+
+    jax.jit(SVI(fn, guide, Adam(0.05), Trace_ELBO()).init)(jax.random.PRNGKey(0), *_elbo_data())
+    return guide
+
+
 @pytest.mark.oracle
 @pytest.mark.parametrize("guide", ["normal", pytest.param("lowrank", marks=pytest.mark.extended),
                                    pytest.param("delta", marks=pytest.mark.extended)])  # delta = MAP: test_conjugate
@@ -137,22 +176,15 @@ def test_the_elbo_is_numpyros_trace_elbo_summed_in_trace_order(guide):
     100 U times the magnitudes of log p and log q)."""
     import jax
     from numpyro import handlers
-    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer import Trace_ELBO
     from numpyro.infer.util import log_density
-    from numpyro.optim import Adam
 
     from bnn.inference.svi import TraceOrderELBO, make_guide, minibatch_model
 
-    x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
-    model = _model()
-    fn = minibatch_model(model)
-    values = {k: v[0] for k, v in model.fit(x, y, method="map", num_steps=20).draws.items()}
-    idx = jax.numpy.arange(0, 30, 3)
-    guide_fn = make_guide(guide, fn, values, 0.1, 2 if guide == "lowrank" else None)
-    svi = SVI(fn, guide_fn, Adam(0.05), Trace_ELBO())
-    state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)
-    state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, lambda i, s: svi.update(s, x, y, idx)[0], s))(state)
-    params = svi.get_params(state)  # away from the start, so every parameter matters
+    x, y, idx = _elbo_data()
+    fn = minibatch_model(_model())
+    values, params = _away_from_start(guide)  # away from the start, so every parameter matters
+    guide_fn = _set_up(make_guide(guide, fn, values, 0.1, 2 if guide == "lowrank" else None), fn)
 
     @jax.jit
     def compare(key):
@@ -184,25 +216,18 @@ def test_the_one_draw_mean_field_guide_is_numpyros_autonormal():
     """
     import jax
     from numpyro import handlers
-    from numpyro.infer import SVI, Trace_ELBO, autoguide
+    from numpyro.infer import autoguide
     from numpyro.infer.initialization import init_to_value
     from numpyro.infer.util import log_density
-    from numpyro.optim import Adam
     from scipy import stats
 
     from bnn.inference.svi import OneDrawNormal, make_guide, minibatch_model
 
-    x, y = bnn.datasets.sine(n=30, noise=0.1, seed=0)
-    model = _model()
-    fn = minibatch_model(model)
-    values = {k: v[0] for k, v in model.fit(x, y, method="map", num_steps=20).draws.items()}
-    idx = jax.numpy.arange(0, 30, 3)
-    ours = make_guide("normal", fn, values, 0.1, None)
+    x, y, idx = _elbo_data()
+    fn = minibatch_model(_model())
+    values, params = _away_from_start("normal")
+    ours = _set_up(make_guide("normal", fn, values, 0.1, None), fn)
     assert isinstance(ours, OneDrawNormal)
-    svi = SVI(fn, ours, Adam(0.05), Trace_ELBO())
-    state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)
-    state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, lambda i, s: svi.update(s, x, y, idx)[0], s))(state)
-    params = svi.get_params(state)
 
     @jax.jit  # one program each: the densities' many small operations would each compile on their own
     def ours_at_a_draw(params):
