@@ -111,6 +111,10 @@ def test_members_stop_early_by_default_on_small_tables_only(sine_data):
     for site in held.draws:
         np.testing.assert_array_equal(np.asarray(auto.draws[site]), np.asarray(held.draws[site]), err_msg=site)
     np.testing.assert_array_equal(auto.info["best_step"], held.info["best_step"])
+    from bnn.inference.optimize import _val_loss_program
+
+    (val_loss,) = model._programs.built_by(_val_loss_program)  # the validation rows are arguments:
+    assert val_loss._cache_size() == 1  # the second fit's early stopping compiled nothing new
     big_x = np.linspace(-1, 1, 2001, dtype=np.float32)[:, None]
     big = model.fit(big_x, np.sin(3 * big_x), method="ensemble", num_members=2, num_steps=10)
     assert big.info["validation"] is None and big.info["num_train"] == 2001 and "val_loss" not in big.info

@@ -253,7 +253,7 @@ def test_equal_optax_optimizers_share_compiled_programs(sine_data):
     np.testing.assert_array_equal(np.asarray(first.info["loss"]), np.asarray(again.info["loss"]))
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
     model.fit(x, y, method="ensemble", num_members=2, num_steps=50, optimizer=optax.adam(1e-2))
-    assert len(model._programs) == programs + 2  # the members' training steps and their optimiser start
+    assert len(model._programs) == programs + 3  # the members' training steps, optimiser start and validation loss
     model.fit(x, y, method="map", num_steps=50, optimizer=optax.adam(2e-2))
     from bnn.inference.optimize import _point_program, start_program
 

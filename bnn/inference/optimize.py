@@ -273,7 +273,7 @@ def train(model: LiftedModel, rows: TrainingRows, step, state0, data, num_steps:
     every member settled and the worst member's change) and, with early stopping,
     ``val_loss`` and ``best_step``. Without early stopping an unsettled loss is warned about.
     """
-    stopper = None if rows.val is None else BestOnValidation(model, rows.transforms, rows.val, state0[0], patience,
+    stopper = None if rows.val is None else BestOnValidation(model, rows.num_features, rows.val, state0[0], patience,
                                                              members)
     eval_every = chunk_length(eval_every, num_steps, rows.val is not None or progress_bar)
     key = jax.random.fold_in(rows.key, _keys.STEPS) if key is None else key
@@ -326,6 +326,19 @@ def map_start(model: LiftedModel, x, y, key, map_options: dict | None = None, y_
     return values, fit
 
 
+def _val_loss_program(model: LiftedModel, num_features: int, members: bool):
+    """``(u, x_val, y_val, y_err_val) -> mean negative log-likelihood`` of the validation rows at the
+    unconstrained parameters ``u`` (per member, ``(members,)``, with ``members``): one program per model
+    and shapes, which every fit of an equal model reuses (the rows are arguments, not constants)."""
+    transforms = model.transforms(num_features)
+
+    def val_loss(u, x, y, y_err):
+        values = {k: transforms[k](v) for k, v in u.items()}
+        return -jnp.mean(model.log_joint_terms(values, x, y, y_err)[1])
+
+    return jax.jit(jax.vmap(val_loss, in_axes=(0, None, None, None)) if members else val_loss)
+
+
 @jax.jit
 def _pick_members(pick: jax.Array, new: dict, old: dict) -> dict:
     """Each member's parameters from ``new`` where ``pick`` ``(members,)`` is True, else from ``old``
@@ -340,14 +353,10 @@ class BestOnValidation:
     improving. ``update`` is the ``on_chunk`` callback of :func:`bnn.inference._loop.run_in_chunks`.
     """
 
-    def __init__(self, model: LiftedModel, transforms, val, u0, patience: int, members: bool):
+    def __init__(self, model: LiftedModel, num_features: int, val, u0, patience: int, members: bool):
         val_data = jax.tree.map(jnp.asarray, val)
-
-        def val_loss(u):
-            values = {k: transforms[k](v) for k, v in u.items()}
-            return -jnp.mean(model.log_joint_terms(values, *val_data)[1])
-
-        self._loss = jax.jit(jax.vmap(val_loss) if members else val_loss)
+        program = model.program(_val_loss_program, num_features=num_features, members=members)
+        self._loss = lambda u: program(u, *val_data)
         self._members = members
         shape = (jax.tree.leaves(u0)[0].shape[0],) if members else ()
         self.best_u = u0
