@@ -94,7 +94,7 @@ def test_float64_laplace_is_the_exact_posterior(linear_data):
     np.testing.assert_allclose(precision, exact, rtol=1e-10)
 
 
-@pytest.mark.extended  # the default run checks Laplace against the exact posterior in float32 and float64 (test_conjugate, above)
+@pytest.mark.extended  # the default run checks Laplace against the exact posterior in float32 (test_conjugate) and float64 (above)
 def test_float32_ggn_laplace_is_accurate_where_the_precision_is_ill_conditioned(sine_data):
     """A small noise scale (σ = 0.003) makes the GGN precision of a 20-unit net ill-conditioned
     beyond 1/ε₃₂ (condition number ~6e7): a Cholesky factorisation of the formed float32
