@@ -316,10 +316,9 @@ def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, m
     import matplotlib.pyplot as plt
     import numpy as np
 
-    import bnn
     from bnn import io, tables
     from bnn.compare import MIN_HELDOUT_COVERAGE, heldout_metrics
-    from bnn.diagnostics import CHAIN_METHODS
+    from bnn.diagnostics import CHAIN_METHODS, diagnose
 
     out = Path(args.out)
     io.write(fit, folder)
@@ -368,7 +367,7 @@ def _write_fit_folder(folder: Path, fit, model, args, features, x, y, heldout, m
         plt.close(fig)
         lines += ["", "![observed vs predicted on the training rows](fit.png)"]
     if fit.method in CHAIN_METHODS:  # the chains' own check: agreement in function space, divergences, energy error
-        lines += ["", "## Convergence (function space, at the training rows)", "", bnn.diagnose(fit, x).verdict]
+        lines += ["", "## Convergence (function space, at the training rows)", "", diagnose(fit, x).verdict]
     if seen:
         lines += ["", "## Warnings", ""] + [f"- {w.message}" for w in seen]
     lines += ["", f"Predict new rows with `bnn predict {out} NEW.csv --out predictions.csv`."]

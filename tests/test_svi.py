@@ -136,9 +136,10 @@ def _elbo_data():
 
 @functools.cache
 def _away_from_start(guide: str):
-    """``(MAP values, guide parameters)``: ``guide`` started at a short MAP fit of :func:`_model`, then
-    5 Adam steps of NumPyro's ``Trace_ELBO`` on the minibatch of :func:`_elbo_data`, so that every
-    parameter is away from its start. Shared by the tests below (one compiled SVI step per guide)."""
+    """``(model function, guide, MAP values, guide parameters)``: ``guide`` started at a short MAP fit of
+    :func:`_model`, set up by NumPyro's SVI on the minibatch model, then 5 Adam steps of ``Trace_ELBO`` on
+    the minibatch of :func:`_elbo_data`, so that every parameter is away from its start. Shared by the
+    tests below (one compiled SVI step per guide)."""
     import jax
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.optim import Adam
@@ -149,20 +150,11 @@ def _away_from_start(guide: str):
     model = _model()
     fn = minibatch_model(model)
     values = {k: v[0] for k, v in model.fit(x, y, method="map", num_steps=20).draws.items()}
-    svi = SVI(fn, make_guide(guide, fn, values, 0.1, 2 if guide == "lowrank" else None), Adam(0.05), Trace_ELBO())
-    state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)
+    guide_fn = make_guide(guide, fn, values, 0.1, 2 if guide == "lowrank" else None)
+    svi = SVI(fn, guide_fn, Adam(0.05), Trace_ELBO())
+    state = jax.jit(svi.init)(jax.random.PRNGKey(0), x, y, idx)  # an autoguide builds itself on a first call
     state = jax.jit(lambda s: jax.lax.fori_loop(0, 5, lambda i, s: svi.update(s, x, y, idx)[0], s))(state)
-    return values, svi.get_params(state)
-
-
-def _set_up(guide, fn):
-    """``guide`` after NumPyro's SVI set it up on ``fn`` (an autoguide builds itself on a first call)."""
-    import jax
-    from numpyro.infer import SVI, Trace_ELBO
-    from numpyro.optim import Adam
-
-    jax.jit(SVI(fn, guide, Adam(0.05), Trace_ELBO()).init)(jax.random.PRNGKey(0), *_elbo_data())
-    return guide
+    return fn, guide_fn, values, svi.get_params(state)
 
 
 @pytest.mark.oracle
@@ -179,12 +171,10 @@ def test_the_elbo_is_numpyros_trace_elbo_summed_in_trace_order(guide):
     from numpyro.infer import Trace_ELBO
     from numpyro.infer.util import log_density
 
-    from bnn.inference.svi import TraceOrderELBO, make_guide, minibatch_model
+    from bnn.inference.svi import TraceOrderELBO
 
     x, y, idx = _elbo_data()
-    fn = minibatch_model(_model())
-    values, params = _away_from_start(guide)  # away from the start, so every parameter matters
-    guide_fn = _set_up(make_guide(guide, fn, values, 0.1, 2 if guide == "lowrank" else None), fn)
+    fn, guide_fn, _, params = _away_from_start(guide)  # away from the start, so every parameter matters
 
     @jax.jit
     def compare(key):
@@ -221,12 +211,10 @@ def test_the_one_draw_mean_field_guide_is_numpyros_autonormal():
     from numpyro.infer.util import log_density
     from scipy import stats
 
-    from bnn.inference.svi import OneDrawNormal, make_guide, minibatch_model
+    from bnn.inference.svi import OneDrawNormal
 
     x, y, idx = _elbo_data()
-    fn = minibatch_model(_model())
-    values, params = _away_from_start("normal")
-    ours = _set_up(make_guide("normal", fn, values, 0.1, None), fn)
+    fn, ours, values, params = _away_from_start("normal")
     assert isinstance(ours, OneDrawNormal)
 
     @jax.jit  # one program each: the densities' many small operations would each compile on their own
