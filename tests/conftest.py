@@ -17,6 +17,36 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+#: Many tests build a new model of an architecture another test already built; its programs are then
+#: new functions with the same program text, and JAX's in-memory cache (keyed by function) compiles
+#: them again. A persistent compilation cache keyed by the text finds them instead: one fresh folder
+#: per test session, shared by its xdist workers and deleted at its end, so no run depends on an
+#: earlier one. Programs that compile in under 50 ms are not written (reading one back costs about as
+#: much). A loaded program is the one XLA would have compiled (same text, flags and options).
+JAX_CACHE_KEY = "bnn_test_jax_cache"
+
+
+def pytest_configure(config):
+    import shutil
+    import tempfile
+
+    folder = getattr(config, "workerinput", {}).get(JAX_CACHE_KEY)
+    if folder is None:  # the session's controller (or a run without xdist) owns the folder
+        folder = tempfile.mkdtemp(prefix="bnn-test-jax-cache-")
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    config.stash[_CACHE_FOLDER] = folder
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+
+
+_CACHE_FOLDER = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Each xdist worker gets the controller's cache folder."""
+    node.workerinput[JAX_CACHE_KEY] = node.config.stash[_CACHE_FOLDER]
+
 #: Test modules that compare numbers with an independent oracle (closed forms, hand-written
 #: loops and models, Monte Carlo standard errors). They carry the ``oracle`` marker, and CI
 #: runs them a second time under another CPU instruction set (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``):
@@ -74,9 +104,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.fixture(autouse=True)
 def _no_persistent_cache(monkeypatch):
-    """A `bnn` command run in a test's process would turn on JAX's persistent compilation cache for
-    the rest of that process (bnn.cli): every later test's compilations would be written to disk, and
-    read back by later runs, so a test's time would depend on the runs before it."""
+    """A `bnn` command run in a test's process would point JAX's persistent compilation cache at the
+    user's cache folder (bnn.cli) for the rest of that process: every later test's compilations would be
+    written there and read back by later runs, so a test's time would depend on the runs before it."""
     import bnn.cli
 
     monkeypatch.setattr(bnn.cli, "_enable_compilation_cache", lambda: None)

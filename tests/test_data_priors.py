@@ -2,6 +2,7 @@
 non-centred form, anchored ensembles. Oracles: the closed-form evidence and posterior of linear
 regression, and quadrature over a hierarchical scale."""
 
+import jax
 import numpy as np
 import optax
 import pytest
@@ -286,13 +287,13 @@ def test_non_centred_potential_is_the_log_joint_plus_the_jacobian(hierarchical):
     negative log joint at (τ, w) minus log |∂(τ, w)/∂(log τ, u)| = log τ + 3 log τ."""
     model, x, y = hierarchical
     x, y, y_err, _, _, starts, unravel = prepare_chains(model, x, y, None, 0, 0, "prior", 3, None)
-    potential = flat_potential(model, unravel)
+    potential, terms = jax.jit(flat_potential(model, unravel)), jax.jit(model.log_joint_terms)
     for flat in starts:
         u = unravel(flat)
         tau = float(np.exp(u["Dense_0.kernel.scale"]))
         values = {"Dense_0.kernel.scale": tau, "Dense_0.kernel": tau * np.asarray(u["Dense_0.kernel"]),
                   "Dense_0.bias": np.asarray(u["Dense_0.bias"])}
-        log_prior, log_lik = model.log_joint_terms(values, x, y)
+        log_prior, log_lik = terms(values, x, y)
         expected = -(float(log_prior) + float(np.sum(log_lik))) - 4 * np.log(tau)
         assert float(potential(flat, x, y, y_err)) == pytest.approx(expected, rel=1e-5, abs=1e-3)
 

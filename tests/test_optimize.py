@@ -118,10 +118,11 @@ def test_minibatch_objective_is_unbiased(sine_data):
     model = bnn.BNN(bnn.MLP((5, 1)), prior=bnn.Normal(1.0), likelihood=bnn.Gaussian(scale=NOISE))
     u = {k: v[0] for k, v in model.sample_prior(1, 1, seed=2).items()}
     loss = objective_fn(model, "map", 1, len(x))
-    full = float(loss(u, jnp.asarray(x), jnp.asarray(y)))
-    # Every size-8 batch drawn with replacement, averaged over many draws.
+    full = float(jax.jit(loss)(u, jnp.asarray(x), jnp.asarray(y)))
+    # Every size-8 batch drawn with replacement, averaged over many draws (one program: run eagerly,
+    # each operation would compile on its own).
     idx = jax.random.randint(jax.random.PRNGKey(0), (20000, 8), 0, len(x))
-    batch = jax.vmap(lambda i: loss(u, jnp.asarray(x)[i], jnp.asarray(y)[i]))(idx)
+    batch = jax.jit(jax.vmap(lambda i: loss(u, jnp.asarray(x)[i], jnp.asarray(y)[i])))(idx)
     se = float(jnp.std(batch)) / np.sqrt(batch.shape[0])
     assert abs(float(jnp.mean(batch)) - full) < 4 * se
 
