@@ -686,6 +686,8 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report from the stored results")
     parser.add_argument("--data-dir", default=None, help="folder of the UCI data sets (default: $BNN_UCI_DIR, shared/data/uci)")
     args = parser.parse_args(argv)
+    # full-batch chains on the large tables: without it glibc's heap grows with every step (protein: killed at 20 GB)
+    bnn.limit_heap_growth()
 
     results = args.results or (FAST_RESULTS if args.fast else RESULTS)
     out = args.out if args.out is not None else (None if args.fast else REPORT)

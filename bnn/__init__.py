@@ -26,6 +26,7 @@ import numpyro as _numpyro
 _numpyro.__version__  # noqa: B018
 
 from bnn import datasets, diagnostics, metrics, plot, sbc  # noqa: E402
+from bnn._heap import limit_heap_growth  # noqa: E402
 from bnn._version import __version__  # noqa: E402
 from bnn.compare import compare, cross_validate  # noqa: E402
 from bnn.diagnostics import Diagnostics, diagnose, to_arviz  # noqa: E402
@@ -60,6 +61,7 @@ __all__ = [
     "load",
     "prior_scale_to_weight_decay",
     "weight_decay_to_prior_scale",
+    "limit_heap_growth",
     "datasets",
     "diagnostics",
     "metrics",

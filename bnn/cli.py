@@ -16,9 +16,15 @@ from importlib import resources
 from pathlib import Path
 
 
-def _enable_compilation_cache() -> None:
-    """Persist XLA compilations under the user's cache folder (CLI only; cuts start-up)."""
+def _process_settings() -> None:
+    """The CLI's own process settings (the library leaves them to its user): XLA compilations
+    persisted under the user's cache folder (cuts start-up), and glibc's heap kept from growing
+    in long compiled loops (:func:`bnn.limit_heap_growth`)."""
     import jax
+
+    from bnn._heap import limit_heap_growth
+
+    limit_heap_growth()
 
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bnn" / "jax"
     try:
@@ -471,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _enable_compilation_cache()
+    _process_settings()
     if args.command in ("fit", "predict"):
         from bnn.tables import TableError
 

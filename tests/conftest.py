@@ -103,13 +103,14 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 @pytest.fixture(autouse=True)
-def _no_persistent_cache(monkeypatch):
+def _no_process_settings(monkeypatch):
     """A `bnn` command run in a test's process would point JAX's persistent compilation cache at the
     user's cache folder (bnn.cli) for the rest of that process: every later test's compilations would be
-    written there and read back by later runs, so a test's time would depend on the runs before it."""
+    written there and read back by later runs, so a test's time would depend on the runs before it. Its
+    heap setting (bnn.limit_heap_growth) would likewise stay with the worker; it has its own test."""
     import bnn.cli
 
-    monkeypatch.setattr(bnn.cli, "_enable_compilation_cache", lambda: None)
+    monkeypatch.setattr(bnn.cli, "_process_settings", lambda: None)
 
 
 @pytest.fixture(scope="session")

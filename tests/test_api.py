@@ -1,5 +1,8 @@
 """The public surface: everything in the design's contract is importable from `bnn`."""
 
+import platform
+import sys
+
 import pytest
 
 import bnn
@@ -56,3 +59,35 @@ def test_importing_bnn_changes_no_global_jax_setting():
         "assert before == after, (before, after)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+_HEAP_PROBE = """
+import ctypes, sys
+import numpy as np
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "limited":
+    import bnn
+    assert bnn.limit_heap_growth() is True
+first = np.ones(1 << 20)  # 8 MiB, in a mapping of its own
+del first                 # freed: glibc's dynamic threshold rises to its size
+second = np.ones(1 << 20)
+print(libc.mallinfo2().hblkhd)  # bytes in mappings of their own
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the mmap threshold is glibc's")
+def test_limit_heap_growth_gives_every_large_buffer_its_own_mapping():
+    """After one 8 MiB buffer is freed, glibc serves the next from its heap (which then fragments and
+    grows in a sampler's loop); with the threshold fixed at 4 MiB, it maps it anew and unmaps it on free."""
+    import subprocess
+
+    mapped = {mode: int(subprocess.run([sys.executable, "-c", _HEAP_PROBE, mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("plain", "limited")}
+    assert mapped["plain"] < 8 << 20 <= mapped["limited"], mapped
+    for bad, error in ((0, ValueError), ((32 << 20) + 1, ValueError), (True, TypeError), (4.0, TypeError)):
+        with pytest.raises(error, match="`threshold`"):
+            bnn.limit_heap_growth(bad)
