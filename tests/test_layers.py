@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "bnn"
 
 #: Bottom to top. A module may import modules of its own layer or any layer below.
 LAYERS: list[set[str]] = [
-    {"_checks", "_version", "_programs", "_keys"},  # input validation; the version; the program cache; key salts
+    {"_checks", "_version", "_programs", "_keys", "_heap"},  # input validation; the version; the program cache; key salts;
+                                                             # glibc's heap setting
     {"priors", "likelihoods", "nets", "datasets", "tables"},  # the model's parts; embedded data; CSV tables
     {"lifting", "nnx_bridge"},                     # Flax module -> NumPyro model; NNX modules as linen
     {"predictive", "metrics"},                     # predictive distributions from draws; scores
