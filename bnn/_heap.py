@@ -1,8 +1,8 @@
 """The C heap under XLA's CPU runtime: keeping glibc's malloc from hoarding what long loops free.
 
-On the CPU, a compiled sampler loop (an MCLMC or NUTS chunk, a full-batch training chunk) allocates
-buffers of the size of the network's activations (rows x hidden units x chains) outside its
-preallocated workspace, and frees them, at every step. glibc's malloc serves an allocation above
+On the CPU, a compiled loop of full-batch gradient steps (measured: MCLMC chains, and a bare loop of
+their potential's gradient) allocates buffers of the size of the network's activations (rows x hidden
+units x chains) outside its preallocated workspace, and frees them, at every step. glibc's malloc serves an allocation above
 its *mmap threshold* from a fresh mapping and returns it to the system on free, but it raises that
 threshold to the size of every mapped block freed (up to 32 MiB): from the second step on the
 buffers come from its heap arenas, which fragment and grow. Measured on UCI protein (41 157 rows, 50
