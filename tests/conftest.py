@@ -142,6 +142,12 @@ def ridge_posterior(x, y, noise_scale, prior_scale):
     return mean, cov
 
 
+def linear_weights(params):
+    """The linear model's Flax parameters as [kernel (features,), bias], the order of :func:`ridge_posterior`."""
+    layer = params["params"]["Dense_0"]
+    return np.concatenate([np.asarray(layer["kernel"])[:, 0], np.asarray(layer["bias"])])
+
+
 @pytest.fixture(scope="session")
 def sine_nuts():
     """NUTS on the sine toy (40 points, [10, 10, 1] tanh, σ = 0.1, Normal(0, 1)): 2 × 200 draws after 150 warm-up

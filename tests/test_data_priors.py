@@ -13,17 +13,11 @@ import bnn
 from bnn.inference.chains import flat_potential, prepare_chains
 from bnn.inference.evidence import start_noise_scale
 
-from conftest import ridge_posterior
+from conftest import linear_weights, ridge_posterior
 
 NOISE, PRIOR = 0.3, 0.5
 #: L-BFGS MAP fits: converged to float32 round-off on the convex objective of the linear model
 LBFGS = {"optimizer": optax.lbfgs(), "num_steps": 100}
-
-
-def _linear_weights(fit):
-    """A point fit's [kernel (features,), bias] of the linear model, the closed form's order."""
-    layer = fit.params["params"]["Dense_0"]
-    return np.concatenate([np.asarray(layer["kernel"])[:, 0], np.asarray(layer["bias"])])
 
 
 def _design(x):
@@ -69,7 +63,7 @@ def test_every_method_runs_on_the_exact_evidence_maximiser(linear_data, exact_sc
     assert fit.info["tune_time"] > 0
     if method == "map":  # the tuned model's MAP: the ridge solution at the tuned scales (Adam to ~1e-5, as in test_conjugate)
         mean, _ = ridge_posterior(x, y, fit.info["noise_scale"], fit.info["prior_scale"])
-        assert np.linalg.norm(_linear_weights(fit) - mean) / np.linalg.norm(mean) < 1e-4
+        assert np.linalg.norm(linear_weights(fit.params) - mean) / np.linalg.norm(mean) < 1e-4
 
 
 def test_layerwise_tuning_finds_the_exact_scale_of_each_parameter_array(linear_data):
@@ -126,7 +120,7 @@ def test_tuned_map_is_the_ridge_solution_at_the_tuned_scales(linear_data):
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=bnn.Gaussian(scale=NOISE))
     fit = model.fit(x, y, method="map", tune_prior=True, tune_options=LBFGS, **LBFGS)
     mean, _ = ridge_posterior(x, y, NOISE, fit.info["prior_scale"])
-    assert np.linalg.norm(_linear_weights(fit) - mean) / np.linalg.norm(mean) < 1e-4
+    assert np.linalg.norm(linear_weights(fit.params) - mean) / np.linalg.norm(mean) < 1e-4
 
 
 def test_tune_prior_bad_input(linear_data):

@@ -13,6 +13,8 @@ from scipy import stats
 
 import bnn
 
+from conftest import linear_weights
+
 PRIOR = 0.5
 ORDER = [1, 2, 3, 0]  # Laplace ravel order (bias, kernel) -> (kernel, bias)
 
@@ -39,11 +41,6 @@ def _posterior(x, y, err, prior_scale):
     return mean, precision
 
 
-def _stacked(params):
-    d = params["params"]["Dense_0"]
-    return np.concatenate([np.asarray(d["kernel"])[:, 0], np.asarray(d["bias"])])
-
-
 def _linear(likelihood=None):
     return bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(PRIOR), likelihood=likelihood or bnn.Gaussian(scale=1.0))
 
@@ -53,7 +50,7 @@ def test_mle_is_weighted_least_squares(data):
     fit = _linear().fit(x, y, method="mle", y_err=err, optimizer=optax.lbfgs(), num_steps=100)
     X, w = _design(x), 1.0 / err[:, 0].astype(np.float64) ** 2
     wls = np.linalg.solve((X.T * w) @ X, (X.T * w) @ y[:, 0])
-    np.testing.assert_allclose(_stacked(fit.params), wls, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(linear_weights(fit.params), wls, rtol=1e-4, atol=1e-5)
 
 
 def test_learned_scale_is_the_error_inflation_factor(data):
@@ -124,7 +121,7 @@ def test_predictions_use_the_errors_of_the_new_points(map_fit, data):
     pred = map_fit.predict(x, y_err=new_err)
     np.testing.assert_allclose(pred.aleatoric_std, new_err, rtol=1e-6)
     np.testing.assert_allclose(pred.std, new_err, rtol=1e-6)  # one draw: no epistemic part
-    f = x.astype(np.float64) @ _stacked(map_fit.params)[:3] + _stacked(map_fit.params)[3]
+    f = x.astype(np.float64) @ linear_weights(map_fit.params)[:3] + linear_weights(map_fit.params)[3]
     ll = map_fit.log_likelihood(x, y, y_err=err)
     np.testing.assert_allclose(ll[0], stats.norm(f, err[:, 0]).logpdf(y[:, 0]), rtol=1e-5, atol=1e-5)
     # the default log-likelihood is on the training data with the training errors

@@ -10,14 +10,9 @@ import pytest
 import bnn
 from bnn.inference.optimize import objective_fn
 
-from conftest import ridge_posterior
+from conftest import linear_weights, ridge_posterior
 
 NOISE = 0.1
-
-
-def _stack_linear(params):
-    p = params["params"]["Dense_0"]
-    return np.concatenate([np.asarray(p["kernel"])[:, 0], np.asarray(p["bias"])])
 
 
 def test_map_linear_equals_closed_form_ridge(linear_data):
@@ -26,7 +21,7 @@ def test_map_linear_equals_closed_form_ridge(linear_data):
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(prior), likelihood=bnn.Gaussian(scale=noise))
     fit = model.fit(x, y, method="map", optimizer=optax.lbfgs(), num_steps=100)
     exact, _ = ridge_posterior(x, y, noise, prior)
-    got = _stack_linear(fit.params)
+    got = linear_weights(fit.params)
     rel = np.linalg.norm(got - exact) / np.linalg.norm(exact)
     assert rel < 1e-4, (got, exact, rel)
 
@@ -37,7 +32,7 @@ def test_map_linear_with_adam_default_reaches_ridge(linear_data):
     model = bnn.BNN(bnn.MLP((1,)), prior=bnn.Normal(0.5), likelihood=bnn.Gaussian(scale=0.3))
     fit = model.fit(x, y, method="map", num_steps=3000)
     exact, _ = ridge_posterior(x, y, 0.3, 0.5)
-    assert np.allclose(_stack_linear(fit.params), exact, atol=2e-3)
+    assert np.allclose(linear_weights(fit.params), exact, atol=2e-3)
 
 
 def _plain_loop(net, params, x, y, lam, steps, eps):
@@ -133,7 +128,7 @@ def test_minibatch_map_reaches_the_full_batch_optimum(linear_data):
     sched = optax.exponential_decay(1e-2, transition_steps=1000, decay_rate=0.3)
     fit = model.fit(x, y, method="map", batch_size=10, num_steps=6000, optimizer=optax.adam(sched))
     exact, _ = ridge_posterior(x, y, 0.3, 0.5)
-    assert np.allclose(_stack_linear(fit.params), exact, atol=0.02)
+    assert np.allclose(linear_weights(fit.params), exact, atol=0.02)
 
 
 def test_large_tables_train_on_minibatches_by_default():
@@ -151,7 +146,7 @@ def test_large_tables_train_on_minibatches_by_default():
     fit = model.fit(x, y, method="map")
     assert (fit.info["batch_size"], fit.info["num_steps"]) == (250, 80_000)
     exact, _ = ridge_posterior(x, y, 0.3, 0.5)
-    np.testing.assert_allclose(_stack_linear(fit.params), exact, atol=2e-3)
+    np.testing.assert_allclose(linear_weights(fit.params), exact, atol=2e-3)
     assert model.fit(x[:2000], y[:2000], method="map", num_steps=3).info["batch_size"] is None
     assert model.fit(x[:2500], y[:2500], method="map", num_steps=3, validation=0.2).info["batch_size"] is None  # 2000 rows train
     members = model.fit(x, y, method="ensemble", num_members=2, num_steps=3)
@@ -174,7 +169,7 @@ def test_learned_noise_mle_is_least_squares_and_rms_residual(linear_data):
     X = np.concatenate([x.astype(np.float64), np.ones((len(x), 1))], axis=1)
     beta = np.linalg.lstsq(X, y.astype(np.float64)[:, 0], rcond=None)[0]
     rms = np.sqrt(np.mean(np.square(X @ beta - y[:, 0])))
-    np.testing.assert_allclose(_stack_linear(fit.params), beta, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(linear_weights(fit.params), beta, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(fit.likelihood_params["noise_scale"][0]), rms, rtol=1e-4)
 
 
