@@ -24,6 +24,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 #: earlier one. Programs that compile in under 50 ms are not written (reading one back costs about as
 #: much). A loaded program is the one XLA would have compiled (same text, flags and options).
 JAX_CACHE_KEY = "bnn_test_jax_cache"
+_CACHE_FOLDER = pytest.StashKey[str]()
 
 
 def pytest_configure(config):
@@ -39,13 +40,11 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
 
 
-_CACHE_FOLDER = pytest.StashKey[str]()
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """Each xdist worker gets the controller's cache folder."""
     node.workerinput[JAX_CACHE_KEY] = node.config.stash[_CACHE_FOLDER]
+
 
 #: Test modules that compare numbers with an independent oracle (closed forms, hand-written
 #: loops and models, Monte Carlo standard errors). They carry the ``oracle`` marker, and CI
