@@ -103,9 +103,10 @@ HETEROSCEDASTIC = ("ensemble-het", "sgmcmc-het")
 #: (2: SVI and NUTS start from MAP fits by default; NUTS 3 and nuts-module 2: target acceptance 0.95;
 #: NUTS 4: target acceptance 0.98, NUTS on one flat vector in a program kept per model; MCLMC 2: the
 #: preconditioner's moments about the chain's start, no zero inverse mass; hierarchical MCLMC 3 and NUTS 2: MAP
-#: starts with the noise held at the evidence's scale)
+#: starts with the noise held at the evidence's scale; heteroscedastic ensemble and SG-MCMC 2: MAP fits fit the
+#: mean first, ``bnn.inference.optimize.mean_first``)
 REVISION: dict[str, int] = {"svi-normal": 2, "svi-lowrank": 2, "nuts": 4, "nuts-module": 2, "mclmc": 2, "mclmc-hier": 3, "nuts-hier": 2,
-                             "mclmc-tuned": 2}
+                             "mclmc-tuned": 2, "ensemble-het": 2, "sgmcmc-het": 2}
 #: the table size above which bnn's ``batch_size="auto"`` trains on minibatches (its documented default)
 FULL_BATCH_ROWS = 2000
 #: The point fits (MAP / MLE, the ensemble, Laplace's and SVI's MAP fits) train by the default

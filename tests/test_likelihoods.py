@@ -89,3 +89,27 @@ def test_heteroscedastic_ggn_loss_has_the_fisher_as_hessian():
     np.testing.assert_allclose(hess, np.diag([1 / s**2, 2 * ds**2 / s**2]), rtol=1e-4)
     observed = jax.hessian(lambda f: -lik.log_prob(f, y, {}).sum())(f_star).reshape(2, 2)
     assert observed[1, 1] < 0  # why the plain Hessian cannot serve as a GGN here
+
+
+def test_heteroscedastic_mean_first_objective_splits_the_gradients():
+    """The first phase of a Heteroscedastic fit: the mean output gets the gradient of a Gaussian with one noise
+    scale σ, the scale output that of N(y; μ, s²) at a fixed μ (hand-derived, not through the library's densities)."""
+    import jax
+
+    from bnn.likelihoods import HeteroscedasticMean
+
+    lik = HeteroscedasticMean(min_scale=0.01)
+    rng = np.random.default_rng(1)
+    f = jnp.asarray(rng.normal(size=(4, 2)).astype(np.float32))
+    y = jnp.asarray(rng.normal(size=(4, 1)).astype(np.float32))
+    sigma = jnp.float32(0.6)
+    grad = np.asarray(jax.grad(lambda f: lik.log_prob(f, y, {"noise_scale": sigma}).sum())(f))
+    mu, z, r = np.asarray(f[:, 0]), np.asarray(f[:, 1]), np.asarray(y[:, 0] - f[:, 0])
+    s = np.log1p(np.exp(z)) + 0.01
+    np.testing.assert_allclose(grad[:, 0], r / 0.6**2, rtol=1e-5)  # d/dμ log N(y; μ, σ²) only
+    # a difference of two terms: float32 rounding of each, not of the difference, bounds the error
+    terms = (r**2 / s**3 + 1 / s) / (1 + np.exp(-z))
+    np.testing.assert_allclose(grad[:, 1], (r**2 / s**3 - 1 / s) / (1 + np.exp(-z)), rtol=0, atol=1e-5 * terms.max())
+    expected = stats.norm.logpdf(np.asarray(y[:, 0]), mu, 0.6) + stats.norm.logpdf(np.asarray(y[:, 0]), mu, s)
+    np.testing.assert_allclose(lik.log_prob(f, y, {"noise_scale": sigma}), expected, rtol=1e-5)
+    assert lik.targets(2) == 1 and lik.width(1) == 2

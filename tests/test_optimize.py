@@ -205,6 +205,30 @@ def test_heteroscedastic_learns_growing_noise():
     np.testing.assert_allclose([lo, hi], [0.075, 0.525], rtol=0.35)
 
 
+def test_heteroscedastic_map_fits_the_mean_first():
+    """Fitted jointly from the start, the scale outputs cover for a mean that does not fit yet and the
+    mean stays poor (here twice a homoscedastic network's error); fitted mean first it does not."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, size=(300, 2)).astype(np.float32)
+    truth = np.sin(3 * x[:, :1]) * np.cos(2 * x[:, 1:])
+    y = (truth + 0.01 * rng.normal(size=truth.shape)).astype(np.float32)
+    model = bnn.BNN(bnn.MLP((30, 2), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Heteroscedastic())
+    first = model.fit(x, y, method="map", seed=0)
+    joint = model.fit(x, y, method="map", seed=0, init_params=model.init_params(x, 0))  # a given start: no first phase
+    plain = bnn.BNN(bnn.MLP((30, 1), activation="relu"), prior=bnn.Normal(1.0)).fit(x, y, method="map", seed=0)
+    assert first.info["mean_first_steps"] == 1000 and first.info["num_steps"] == 1000
+    assert joint.info["mean_first_steps"] == 0 and joint.info["num_steps"] == 2000
+
+    def error(fit):
+        return float(np.sqrt(np.mean((np.asarray(fit.predict(x).mean) - truth) ** 2)))
+
+    assert error(first) < 0.7 * error(joint), (error(first), error(joint))
+    assert error(first) < 1.5 * error(plain), (error(first), error(plain))
+    members = model.fit(x, y, method="ensemble", num_members=3, seed=0)  # the members' means first too
+    assert members.info["mean_first_steps"] == 1000
+    assert error(members) < 1.5 * error(plain), (error(members), error(plain))
+
+
 @pytest.mark.parametrize("likelihood,width", [(bnn.Bernoulli(), 1), pytest.param(bnn.Categorical(), 2, marks=pytest.mark.extended)])
 def test_classifiers_fit_the_hill(likelihood, width):
     x, y = bnn.datasets.hill(n=300, seed=0)

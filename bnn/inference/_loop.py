@@ -119,10 +119,12 @@ def run_in_chunks(
 
 
 class RunLength(NamedTuple):
-    """The state of the default optimiser's rate: steps taken, and the run's length (see :func:`for_run`)."""
+    """The state of the default optimiser's rate: steps taken, the run's length and the steps over which the
+    rate first rises from 0 (0: none; see :func:`for_run`)."""
 
     count: jax.Array
     total: jax.Array
+    warmup: jax.Array
 
 
 def _half_cosine(peak_learning_rate: float):
@@ -135,15 +137,17 @@ def _half_cosine(peak_learning_rate: float):
         del params
         # a length of 0 until for_run sets it: a run that skipped for_run fails loudly (its first
         # update is NaN, which the loop reports) instead of stopping after one step
-        return RunLength(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32))
+        return RunLength(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
         del params
         count = jnp.minimum(state.count, state.total)
         # times the reciprocal: how XLA computes a division by a constant, so rates equal a fixed-length schedule's
         rate = peak_learning_rate * (0.5 * (1 + jnp.cos(jnp.pi * count * (1 / state.total))))
+        # a run that starts at a fitted point: Adam's first steps have the full rate whatever the gradient
+        rate = rate * jnp.where(state.warmup > 0, jnp.minimum(1.0, (count + 1) / jnp.maximum(state.warmup, 1)), 1.0)
         return jax.tree.map(lambda g: jnp.array(-1 * rate, dtype=g.dtype) * g, updates), \
-            RunLength(optax.safe_increment(state.count), state.total)
+            RunLength(optax.safe_increment(state.count), state.total, state.warmup)
 
     return optax.GradientTransformation(init, update)
 
@@ -162,11 +166,14 @@ def _decaying_adam(peak_learning_rate: float):
     return optax.with_extra_args_support(optax.chain(optax.scale_by_adam(), _half_cosine(peak_learning_rate)))
 
 
-def for_run(opt_state, num_steps: int):
-    """``opt_state`` with the run's length set to ``num_steps`` wherever the default optimiser's rate
-    (:class:`RunLength`) is in it (any other optimiser's state is returned unchanged)."""
+def for_run(opt_state, num_steps: int, warmup=0):
+    """``opt_state`` with the run's length set to ``num_steps`` (and its rate's warm-up to ``warmup`` steps)
+    wherever the default optimiser's rate (:class:`RunLength`) is in it (any other optimiser's state is
+    returned unchanged)."""
     def set_total(s):
-        return s._replace(total=jnp.full_like(s.total, num_steps)) if isinstance(s, RunLength) else s
+        if not isinstance(s, RunLength):
+            return s
+        return s._replace(total=jnp.full_like(s.total, num_steps), warmup=jnp.full_like(s.warmup, warmup))
 
     return jax.tree.map(set_total, opt_state, is_leaf=lambda s: isinstance(s, RunLength))
 

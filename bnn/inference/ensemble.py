@@ -36,7 +36,16 @@ from bnn.inference._loop import (
     make_optimizer,
     resolve_mesh,
 )
-from bnn.inference.optimize import DEFAULT_LEARNING_RATE, build_chunk, objective_fn, start_program, train, training_rows
+from bnn.inference.optimize import (
+    DEFAULT_LEARNING_RATE,
+    after_mean_first,
+    build_chunk,
+    mean_first,
+    objective_fn,
+    start_program,
+    train,
+    training_rows,
+)
 from bnn.lifting import LiftedModel, flatten_params
 from bnn.likelihoods import Gaussian
 
@@ -175,14 +184,17 @@ def fit_ensemble(
 
     Returns:
       a :class:`bnn.Fit` with ``num_members`` draws; ``info`` holds ``loss``
-      ``(steps, members)``, ``num_members``, ``objective``, ``num_steps``, ``batch_size``, ``settled`` (every
+      ``(steps, members)``, ``num_members``, ``objective``, ``num_steps``, ``mean_first_steps`` (a
+      :class:`bnn.Heteroscedastic` ensemble's members fit their means first, for that many of the
+      ``num_steps`` asked; :func:`bnn.inference.optimize.mean_first`), ``batch_size``, ``settled`` (every
       member's loss had settled), ``validation`` (as resolved), ``wall_time`` and, with validation, ``val_loss``
       ``(checks, members)`` and ``best_step`` ``(members,)``.
     """
     objective = _checks.one_of(objective, "objective", OBJECTIVES)
     num_members = _checks.positive_int(num_members, "num_members")
     patience = _checks.positive_int(patience, "patience")
-    optimizer = optax.with_extra_args_support(make_optimizer(optimizer, learning_rate, DEFAULT_LEARNING_RATE))
+    given, optimizer = optimizer, optax.with_extra_args_support(make_optimizer(optimizer, learning_rate,
+                                                                                  DEFAULT_LEARNING_RATE))
 
     mesh = resolve_mesh(mesh)
     start = time.perf_counter()
@@ -193,8 +205,16 @@ def fit_ensemble(
     num_steps = check_num_steps(num_steps, rows.batch_size)
     n, num_features, transforms = rows.n, rows.num_features, rows.transforms
     starts = _member_starts(model, rows.x, rows.y, jax.random.split(rows.key, num_members))
+    warm, first_steps = mean_first(model, num_steps)
+    if warm is not None:  # the same members' means first, on the training rows
+        first = fit_ensemble(warm, rows.x, rows.y, rows.key, num_members, objective, first_steps, optimizer,
+                             batch_size=rows.batch_size, validation=None, eval_every=eval_every,
+                             progress_bar=progress_bar, mesh=mesh)
+        starts = {k: first.draws[k] if k in first.draws else v for k, v in starts.items()}
+        num_steps -= first_steps
+    optimizer, warmup = after_mean_first(given, learning_rate, optimizer, first_steps, num_steps)
     u0, opt_state = model.program(start_program, optimizer=optimizer, num_features=num_features, members=True)(
-        starts, num_steps)
+        starts, num_steps, warmup)
     if anchored and objective != "map":
         raise ValueError("`anchored=True` re-centres each member's prior; it needs objective='map', got 'mle'.")
     anchors, member_ys = (_anchors(model, rows.y, rows.y_err, num_features, num_members,
@@ -209,6 +229,7 @@ def fit_ensemble(
         f"ensemble ({objective.upper()})", progress_bar, patience, members=True)
     draws = {k: transforms[k](v) for k, v in u.items()}
     info = {**trained, "num_members": num_members, "objective": objective, "anchored": anchored,
+            "mean_first_steps": first_steps,
             "validation": validation if validation is None or isinstance(validation, float) else "given",
             "wall_time": time.perf_counter() - start}
     return Fit(model=model, method="ensemble", draws=draws, num_features=num_features, info=info, y_err=rows.y_err_given)
