@@ -205,28 +205,42 @@ def test_heteroscedastic_learns_growing_noise():
     np.testing.assert_allclose([lo, hi], [0.075, 0.525], rtol=0.35)
 
 
-def test_heteroscedastic_map_fits_the_mean_first():
-    """Fitted jointly from the start, the scale outputs cover for a mean that does not fit yet and the
-    mean stays poor (here twice a homoscedastic network's error); fitted mean first it does not."""
+def _almost_noise_free_table():
+    """300 rows of a smooth function of two inputs with noise 0.01, the true function and a Heteroscedastic model."""
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(300, 2)).astype(np.float32)
     truth = np.sin(3 * x[:, :1]) * np.cos(2 * x[:, 1:])
     y = (truth + 0.01 * rng.normal(size=truth.shape)).astype(np.float32)
     model = bnn.BNN(bnn.MLP((30, 2), activation="relu"), prior=bnn.Normal(1.0), likelihood=bnn.Heteroscedastic())
+    return x, y, truth, model
+
+
+def _error(fit, x, truth) -> float:
+    return float(np.sqrt(np.mean((np.asarray(fit.predict(x).mean) - truth) ** 2)))
+
+
+def test_heteroscedastic_map_fits_the_mean_first():
+    """Fitted jointly from the start, the scale outputs cover for a mean that does not fit yet and the
+    mean stays poor (here twice a homoscedastic network's error); fitted mean first it does not."""
+    x, y, truth, model = _almost_noise_free_table()
     first = model.fit(x, y, method="map", seed=0)
     joint = model.fit(x, y, method="map", seed=0, init_params=model.init_params(x, 0))  # a given start: no first phase
-    plain = bnn.BNN(bnn.MLP((30, 1), activation="relu"), prior=bnn.Normal(1.0)).fit(x, y, method="map", seed=0)
     assert first.info["mean_first_steps"] == 1000 and first.info["num_steps"] == 1000
     assert joint.info["mean_first_steps"] == 0 and joint.info["num_steps"] == 2000
+    assert _error(first, x, truth) < 0.7 * _error(joint, x, truth), (_error(first, x, truth), _error(joint, x, truth))
 
-    def error(fit):
-        return float(np.sqrt(np.mean((np.asarray(fit.predict(x).mean) - truth) ** 2)))
 
-    assert error(first) < 0.7 * error(joint), (error(first), error(joint))
-    assert error(first) < 1.5 * error(plain), (error(first), error(plain))
-    members = model.fit(x, y, method="ensemble", num_members=3, seed=0)  # the members' means first too
+@pytest.mark.extended  # the ensemble shares the first phase's code with MAP (test_heteroscedastic_map_fits_the_mean_first)
+def test_heteroscedastic_fits_come_near_a_homoscedastic_mean():
+    """MAP and the ensemble fitted mean first come within 1.5 times a homoscedastic network's error (MAP
+    fitted jointly from the start: 2.3 times)."""
+    x, y, truth, model = _almost_noise_free_table()
+    plain = _error(bnn.BNN(bnn.MLP((30, 1), activation="relu"), prior=bnn.Normal(1.0)).fit(x, y, method="map", seed=0),
+                   x, truth)
+    members = model.fit(x, y, method="ensemble", num_members=3, seed=0)
     assert members.info["mean_first_steps"] == 1000
-    assert error(members) < 1.5 * error(plain), (error(members), error(plain))
+    assert _error(members, x, truth) < 1.5 * plain
+    assert _error(model.fit(x, y, method="map", seed=0), x, truth) < 1.5 * plain
 
 
 @pytest.mark.parametrize("likelihood,width", [(bnn.Bernoulli(), 1), pytest.param(bnn.Categorical(), 2, marks=pytest.mark.extended)])
