@@ -375,7 +375,8 @@ def tune(model: LiftedModel, x, y, y_err=None, seed=0, selected: tuple[str, ...]
     # the refits below run on every row: as long as a full-batch MAP fit, whatever batches the first fit drew
     num_steps = map_options.get("num_steps")
     if num_steps is None:
-        num_steps = map_fit.info["num_steps"] if map_fit.info["batch_size"] is None else FULL_BATCH_STEPS
+        num_steps = (map_fit.info["num_steps"] + map_fit.info["mean_first_steps"] if map_fit.info["batch_size"] is None
+                     else FULL_BATCH_STEPS)
     num_steps = int(num_steps)
     if map_options.get("optimizer") is not None:
         refit_optimizer, refit_steps = map_options["optimizer"], num_steps
