@@ -241,7 +241,7 @@ class HeteroscedasticMean(Gaussian):
 
 class _MeanThenScale(dist.Distribution):
     """Log density ``Σ_c log N(y_c; μ_c, σ²) + log N(y_c; sg(μ_c), s_c²)`` of :class:`HeteroscedasticMean`
-    (a training objective: it is not normalised over ``y`` and cannot be sampled)."""
+    (a training objective: it is not normalised over ``y``, and like NumPyro's base class it has no ``sample``)."""
 
     support = dist.constraints.real_vector
 
@@ -253,9 +253,6 @@ class _MeanThenScale(dist.Distribution):
         first = dist.Normal(self.loc, self.noise).log_prob(value)
         second = dist.Normal(jax.lax.stop_gradient(self.loc), self.scale).log_prob(value)
         return jnp.sum(first + second, axis=-1)
-
-    def sample(self, key, sample_shape=()):
-        raise NotImplementedError("the mean-first objective of a Heteroscedastic fit has no samples.")
 
 
 def _check_labels(arr: np.ndarray, name: str, num_classes: int) -> None:

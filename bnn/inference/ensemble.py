@@ -204,13 +204,14 @@ def fit_ensemble(
     rows = training_rows(model, x, y, y_err, seed, validation, batch_size)
     num_steps = check_num_steps(num_steps, rows.batch_size)
     n, num_features, transforms = rows.n, rows.num_features, rows.transforms
-    starts = _member_starts(model, rows.x, rows.y, jax.random.split(rows.key, num_members))
     warm, first_steps = mean_first(model, num_steps)
-    if warm is not None:  # the same members' means first, on the training rows
+    if warm is None:
+        starts = _member_starts(model, rows.x, rows.y, jax.random.split(rows.key, num_members))
+    else:  # the same members (same keys, same starts) fit their means first, on the training rows
         first = fit_ensemble(warm, rows.x, rows.y, rows.key, num_members, objective, first_steps, optimizer,
                              batch_size=rows.batch_size, validation=None, eval_every=eval_every,
                              progress_bar=progress_bar, mesh=mesh)
-        starts = {k: first.draws[k] if k in first.draws else v for k, v in starts.items()}
+        starts = {path: first.draws[path] for path in model.spec(num_features).paths}
         num_steps -= first_steps
     optimizer, warmup = after_mean_first(given, learning_rate, optimizer, first_steps, num_steps)
     u0, opt_state = model.program(start_program, optimizer=optimizer, num_features=num_features, members=True)(
