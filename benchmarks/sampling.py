@@ -25,7 +25,7 @@ over inputs). Methods:
   ``--warmup`` warm-up steps (500);
 * ``blackjax-nuts``: BlackJAX NUTS after BlackJAX's window adaptation of ``--warmup`` steps, on
   the same log density;
-* ``bnn-mclmc``: ``fit(method="mclmc")`` with the package defaults (2000 tuning steps, draws
+* ``bnn-mclmc``: ``fit(method="mclmc")`` with the package defaults (10 000 tuning steps, draws
   10 steps apart), on the same model as ``bnn-nuts``.
 
 Every method keeps ``--draws`` draws per chain. The seeds are the outer loop, so every method
