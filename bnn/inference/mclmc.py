@@ -38,8 +38,9 @@ from bnn.inference.evidence import start_noise_scale
 from bnn.lifting import LiftedModel
 
 HEALTH = Health("MCLMC steps produced a non-finite state and were reverted",
-                "a short num_warmup leaves the tuner without a usable step size or preconditioner (try >= 1000); "
-                "otherwise try a smaller desired_energy_var (e.g. 1e-4), normalize=True or a tighter prior.")
+                "the tuned step size is too long in places the chains reached (bnn.diagnose gives the energy error "
+                "while sampling). Try a smaller desired_energy_var (e.g. 1e-4), normalize=True or a tighter prior; "
+                "a num_warmup below 1000 can leave the tuner without a usable step size.")
 
 #: the share of BlackJAX's tuning budget in each of its three phases (step size, then the
 #: step size with a diagonal preconditioner, then L from the effective sample size)
