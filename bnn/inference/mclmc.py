@@ -63,13 +63,13 @@ _TRUST_IN_ESTIMATE = 1.5
 #: on energy and yacht and about the same on wine (benchmarks/SAMPLING.md, "MCLMC's decoherence length").
 DEFAULT_L_FACTOR = 4.0
 
-#: warm-up steps per chain. On the UCI networks a chain's noise scale is still falling when a
-#: 2000-step warm-up ends (from MAP starts at the evidence's noise scale, which lies above the
-#: posterior's), and a chain whose step size was tuned there keeps it where its energy error
-#: then grows. With HalfNormal(1) scales on yacht (5 splits) the chains' noise scale fell from 0.011
-#: to 0.0065 (standardised units; NUTS's posterior: 0.0043) with 10 000 steps, the 90 % intervals
-#: covered 0.94 instead of 0.98 and the test LL rose by 0.16 ± 0.09 nats; energy +0.14 ± 0.05, wine
-#: unchanged; 1.2-1.45 times the time per fit (benchmarks/SAMPLING.md, "MCLMC's warm-up length").
+#: warm-up steps per chain. With a hierarchical prior the chains start from MAP fits at the evidence's
+#: noise scale, above the posterior's, and on the UCI networks their noise scale is still falling when
+#: a 2000-step warm-up ends: sampling then begins before they get there. With HalfNormal(1) scales on
+#: yacht (5 splits) the chains' noise scale came to 0.0065 (standardised units; NUTS's posterior:
+#: 0.0043) with 10 000 steps instead of 0.011, the 90 % intervals covered 0.94 instead of 0.98 and the
+#: test LL rose by 0.16 ± 0.09 nats; energy +0.14 ± 0.05, wine unchanged; 1.2-1.45 times the time per
+#: fit there, about 1.7 times the steps (benchmarks/SAMPLING.md, "MCLMC's warm-up length").
 DEFAULT_WARMUP = 10_000
 
 
