@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         print(json.dumps(one_fit(*json.loads(args.one))))
         return 0
     nuts_options = uci.method_options("nuts", args.fast)[1] if args.nuts == "uci" else (
-        {"num_warmup": 20, "num_samples": 20} if args.fast else {})
+        dict(uci.FAST["nuts"]) if args.fast else {})
     rows, nuts_lls = [], {}
     for dataset in args.datasets:
         for seed in args.seeds:
