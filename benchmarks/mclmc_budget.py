@@ -41,6 +41,8 @@ BUDGETS: dict[str, dict] = {
     "2 chains": {"num_chains": 2},
     "8 chains": {"num_chains": 8},
     "double draws": {"num_samples": 2000},
+    "draws 10 steps apart": {"thinning": 10},
+    "draws 20 steps apart": {"thinning": 20},
     "2000 warm-up steps": {"num_warmup": 2000},
     "BlackJAX's L": {"L_factor": 0.4},
     "L x 2.5": {"L_factor": 10.0},

@@ -119,32 +119,29 @@ FULL_BATCH_MADE = "full-batch MAP training (2000 steps) on tables above 2000 row
 #: up to ``FULL_BATCH_ROWS`` rows: the ensemble methods without an explicit ``validation`` are one revision
 #: newer there (on larger tables, with a tuned prior and for anchored members, nothing changed).
 AUTO_VALIDATION_METHODS = ("ensemble",)
-#: MCLMC's decoherence length L moved from 0.4 to 4 x step size x autocorrelation time (``L_factor``): the
-#: plain and hierarchical MCLMC rows are one revision newer on tables of up to ``FULL_BATCH_ROWS`` rows, where
-#: they were rerun; MCLMC's rows on the large tables and the other MCLMC rows keep their results (``MADE_AT``)
-L_FACTOR_METHODS = ("mclmc", "mclmc-hier")
-L_FACTOR_MADE = "L_factor=0.4"
-#: MCLMC's default warm-up moved from 2000 to 10 000 steps (``bnn.inference.mclmc.DEFAULT_WARMUP``): the same
-#: methods are one revision newer again on the same tables, where they were rerun; the others keep theirs
-WARMUP_METHODS = L_FACTOR_METHODS
-WARMUP_MADE = "num_warmup=2000"
+#: MCLMC's package defaults that changed after its first stored results, oldest first: the decoherence
+#: length L (0.4 -> 4 x step size x autocorrelation time, ``L_factor``), the warm-up (2000 -> 10 000
+#: steps, ``bnn.inference.mclmc.DEFAULT_WARMUP``) and the steps per kept draw (10 -> 20,
+#: ``DEFAULT_THINNING``). Each made the plain and hierarchical MCLMC rows one revision newer on tables of up
+#: to ``FULL_BATCH_ROWS`` rows, where they were rerun; MCLMC's rows on the large tables and the other MCLMC
+#: rows keep their results, named as made at the defaults before (``MADE_AT``).
+MCLMC_CHANGED_METHODS = ("mclmc", "mclmc-hier")
+MCLMC_CHANGES = ("L_factor=0.4", "num_warmup=2000", "thinning=10")
 
 
 def revision(method: str, n_train: int) -> int:
     """The current revision of ``method``'s results on a table of ``n_train`` training rows."""
     return (REVISION.get(method, 1) + (method in AUTO_BATCH_METHODS and n_train > FULL_BATCH_ROWS)
             + (method in AUTO_VALIDATION_METHODS and n_train <= FULL_BATCH_ROWS)
-            + (method in L_FACTOR_METHODS and n_train <= FULL_BATCH_ROWS)
-            + (method in WARMUP_METHODS and n_train <= FULL_BATCH_ROWS))
+            + len(MCLMC_CHANGES) * (method in MCLMC_CHANGED_METHODS and n_train <= FULL_BATCH_ROWS))
 
 
 #: package defaults that have changed since a method's stored results were made, named in the report
 #: (NUTS's target acceptance moved to 0.98 to avoid the rare divergences at 0.95; random starts not rerun)
 MADE_AT: dict[str, str] = {"nuts-module": "target_accept_prob=0.95",
                            **{m: FULL_BATCH_MADE for m in ("map-es", "svi-lowrank")},
-                           **{m: f"{L_FACTOR_MADE}, {WARMUP_MADE}" for m in ("mclmc-tuned", "mclmc-layerwise",
-                                                                             "mclmc-hier-noise")},
-                           "mclmc": f"{L_FACTOR_MADE} and {WARMUP_MADE} on the tables above {FULL_BATCH_ROWS} rows"}
+                           **{m: ", ".join(MCLMC_CHANGES) for m in ("mclmc-tuned", "mclmc-layerwise", "mclmc-hier-noise")},
+                           "mclmc": f"{', '.join(MCLMC_CHANGES)} on the tables above {FULL_BATCH_ROWS} rows"}
 #: what each method runs by default when no --methods are given (NUTS only on request: it is slow)
 DEFAULT_METHODS = ("map", "map-es", "ensemble", "laplace", "svi-normal", "svi-lowrank")
 #: tiny step counts of the smoke mode, on top of METHODS

@@ -1,5 +1,6 @@
 """Smoke test of the UCI benchmark (benchmarks/uci.py): one split of yacht in fast mode, and its report."""
 
+import inspect
 import math
 import warnings
 
@@ -46,9 +47,15 @@ def test_results_are_revised_only_where_the_training_default_changed():
 
     assert uci.revision("map", FULL_BATCH_ROWS) + 1 == uci.revision("map", FULL_BATCH_ROWS + 1)
     assert uci.revision("nuts", FULL_BATCH_ROWS) == uci.revision("nuts", FULL_BATCH_ROWS + 1)
-    # MCLMC's new decoherence length and then its longer warm-up were rerun on the small tables only: the
-    # large ones keep their records
-    assert uci.revision("mclmc", FULL_BATCH_ROWS) == uci.revision("mclmc", FULL_BATCH_ROWS + 1) + 2
+    # MCLMC's changed defaults were rerun on the small tables only: the large ones keep their records, and
+    # each change names a value that is no longer the default
+    assert uci.revision("mclmc", FULL_BATCH_ROWS) == uci.revision("mclmc", FULL_BATCH_ROWS + 1) + 3
+    from bnn.inference.mclmc import fit_mclmc
+
+    defaults = inspect.signature(fit_mclmc).parameters
+    for change in uci.MCLMC_CHANGES:
+        name, old = change.split("=")
+        assert defaults[name].default != float(old), change
     # the ensemble's early stopping by default: the same threshold from the other side
     assert auto_validation("auto", FULL_BATCH_ROWS, False) == 0.1 and auto_validation("auto", FULL_BATCH_ROWS + 1, False) is None
     assert uci.revision("ensemble-es", FULL_BATCH_ROWS) == uci.revision("ensemble-es", 300) == 1
