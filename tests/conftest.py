@@ -129,6 +129,22 @@ def linear_data():
     return x, y
 
 
+def sd_rel_mcse(by_chain, mean, sd):
+    """Relative Monte Carlo standard error of the draws' standard deviation, per coordinate.
+
+    ``by_chain``: ``(chains, draws, dim)``; ``mean``, ``sd``: the exact posterior's ``(dim,)``. The
+    variance is the mean of the squared deviations ``(x - mean)²``, so its error is their std over the
+    square root of *their* effective sample size, not the draws' (chains whose successive draws are
+    anti-correlated have an ESS of ``x`` above the number of draws but not of ``x²``); and
+    ``d sd / sd = d var / (2 var)``. For Gaussian draws this is ``1 / sqrt(2 ESS(x²))``.
+    """
+    from numpyro.diagnostics import effective_sample_size
+
+    squares = (np.asarray(by_chain, np.float64) - mean) ** 2
+    ess = np.asarray(effective_sample_size(squares))
+    return squares.reshape(-1, squares.shape[-1]).std(0) / (2 * np.square(sd) * np.sqrt(ess))
+
+
 def ridge_posterior(x, y, noise_scale, prior_scale):
     """Closed-form Gaussian posterior of linear regression with a bias and N(0, σ_p²) priors.
 
