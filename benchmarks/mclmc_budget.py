@@ -8,12 +8,13 @@ The UCI protocol of ``uci.py`` (one hidden layer of 50 ReLU units, Normal(0, 1) 
 noise, ``normalize=True``). Every fit runs in a fresh process (bnn keeps compiled programs for equal
 models, so a second fit in one process would compile nothing), compilation included, as a user's
 first fit in a notebook is: NUTS at ``uci.py``'s settings (2 chains × 300 + 300, MAP starts) or,
-with ``--nuts package``, at the package's defaults (4 chains × 250 + 500), and MCLMC at each budget of :data:`BUDGETS` (its defaults are 4 chains, 10 000 tuning steps, 1000
-draws 10 steps apart). Printed per data set and seed: seconds, NUTS's time over MCLMC's, and
-MCLMC's test LL minus NUTS's (mean log predictive density per test row, original units); the
-summary gives each budget's mean and spread over the seeds, and the difference of the two samplers'
-mean test LL over the seeds with its standard error (seed to seed, both samplers' spreads). SAMPLING.md
-by hand.
+with ``--nuts package``, at the package's defaults (4 chains × 250 + 500), and MCLMC at each budget
+of :data:`BUDGETS` (its defaults are 4 chains, ``bnn.inference.mclmc.DEFAULT_WARMUP`` tuning steps,
+1000 draws ``DEFAULT_THINNING`` steps apart). Printed per data set and seed: seconds, NUTS's time
+over MCLMC's, and MCLMC's test LL minus NUTS's (mean log predictive density per test row, original
+units); the summary gives each budget's mean and spread over the seeds, and the difference of the
+two samplers' mean test LL over the seeds with its standard error (seed to seed, both samplers'
+spreads). SAMPLING.md by hand.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ over inputs). Methods:
   ``--warmup`` warm-up steps (500);
 * ``blackjax-nuts``: BlackJAX NUTS after BlackJAX's window adaptation of ``--warmup`` steps, on
   the same log density;
-* ``bnn-mclmc``: ``fit(method="mclmc")`` with the package defaults (10 000 tuning steps, draws
-  10 steps apart), on the same model as ``bnn-nuts``.
+* ``bnn-mclmc``: ``fit(method="mclmc")`` with the package defaults (``bnn.inference.mclmc``'s
+  ``DEFAULT_WARMUP`` tuning steps, draws ``DEFAULT_THINNING`` steps apart), on the same model as ``bnn-nuts``.
 
 Every method keeps ``--draws`` draws per chain. The seeds are the outer loop, so every method
 meets the same machine load; every ratio is against ``numpyro-nuts`` with the same seed in

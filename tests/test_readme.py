@@ -9,7 +9,7 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.mark.extended  # a full MCLMC fit at its default settings (4 chains, 10 000 + 10 000 steps)
+@pytest.mark.extended  # a full MCLMC fit at its default settings (4 chains, 10 000 warm-up + 20 000 sampling steps)
 def test_the_quick_start_runs_verbatim(capsys):
     block = re.search(r"## In Python\n\n```python\n(.*?)```", README.read_text(), re.S).group(1)
     scope: dict = {}
