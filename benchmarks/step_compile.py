@@ -38,26 +38,22 @@ def compile_seconds(variant: str, impl: str) -> dict:
     import jax
     import jax.numpy as jnp
     from blackjax.mcmc import integrators
+    from jax.flatten_util import ravel_pytree
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import harness
 
     x = jnp.linspace(-1.0, 1.0, 40)[:, None]
     y = x * jnp.sin(5.0 * x)
-    shapes = harness.layer_shapes(1, (10, 10, 1))
-    sizes = [(k[0] * k[1], b[0], k, b) for k, b in shapes]
-    dim = sum(a + c for a, c, _, _ in sizes)
+    start_weights, unravel = ravel_pytree([(jnp.zeros(k), jnp.zeros(b)) for k, b in harness.layer_shapes(1, (10, 10, 1))])
+    dim = start_weights.shape[0]
 
     def logdensity(u):
-        weights, i = [], 0
-        for n_kernel, n_bias, kernel_shape, _ in sizes:
-            weights.append((u[i:i + n_kernel].reshape(kernel_shape), u[i + n_kernel:i + n_kernel + n_bias]))
-            i += n_kernel + n_bias
-        resid = harness.mlp(weights, x) - y
+        resid = harness.mlp(unravel(u), x) - y
         return -0.5 * jnp.sum(resid ** 2) / 0.01 - 0.5 * jnp.sum(u ** 2)
 
     key = jax.random.key(0, impl=impl)
-    start = blackjax.mcmc.mclmc.init(position=jnp.zeros(dim), logdensity_fn=logdensity, rng_key=key)
+    start = blackjax.mcmc.mclmc.init(position=start_weights, logdensity_fn=logdensity, rng_key=key)
     integrate = integrators.isokinetic_mclachlan(logdensity_fn=logdensity, inverse_mass_matrix=jnp.ones(dim))
     kernel = blackjax.mcmc.mclmc.build_kernel(desired_energy_var=5e-4)
     gradient = jax.value_and_grad(logdensity)
